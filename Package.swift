@@ -1,0 +1,74 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "l4lb",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "l4lb", targets: ["l4lb"]),
+        .library(name: "LBKit", targets: ["LBKit"]),
+        .library(name: "Policies", targets: ["Policies"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // The proxy core: backends, the pool snapshot, the policy interface and the data plane.
+        .target(
+            name: "LBKit",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Built-in policies, one file each.
+        .target(
+            name: "Policies",
+            dependencies: [
+                "LBKit",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The executable: argument parsing and wiring only.
+        .executableTarget(
+            name: "l4lb",
+            dependencies: [
+                "LBKit",
+                "Policies",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "LBKitTests",
+            dependencies: ["LBKit"]
+        ),
+        .testTarget(
+            name: "PoliciesTests",
+            dependencies: ["LBKit", "Policies"]
+        ),
+        // End-to-end tests: real sockets on 127.0.0.1, the real wiring, and the l4lb binary itself.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "LBKit",
+                "Policies",
+                "l4lb",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

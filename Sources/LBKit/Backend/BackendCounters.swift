@@ -1,0 +1,35 @@
+import Atomics
+
+/// Live counters of one backend, shared by every pool snapshot that contains it, so that an update
+/// of the pool (a weight change, another backend added) never resets what policies read.
+///
+/// Every counter is a relaxed atomic: event loops bump them concurrently and nobody needs ordering
+/// between two counters.
+public final class BackendCounters: Sendable {
+    private let active = ManagedAtomic<Int>(0)
+    private let total = ManagedAtomic<Int>(0)
+    private let failures = ManagedAtomic<Int>(0)
+
+    public init() {}
+
+    /// Connections picked for this backend and not yet closed, including ones still connecting:
+    /// least-connections must see a burst of new clients before their connects finish.
+    public var activeConnections: Int { self.active.load(ordering: .relaxed) }
+    /// Connections ever picked for this backend.
+    public var totalConnections: Int { self.total.load(ordering: .relaxed) }
+    /// Connects to this backend that failed (refused, timed out, reset).
+    public var connectFailures: Int { self.failures.load(ordering: .relaxed) }
+
+    func connectionStarted() {
+        self.active.wrappingIncrement(ordering: .relaxed)
+        self.total.wrappingIncrement(ordering: .relaxed)
+    }
+
+    func connectionEnded() {
+        self.active.wrappingDecrement(ordering: .relaxed)
+    }
+
+    func connectFailed() {
+        self.failures.wrappingIncrement(ordering: .relaxed)
+    }
+}

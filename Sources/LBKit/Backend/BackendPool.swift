@@ -1,0 +1,33 @@
+/// An immutable snapshot of the pool. A change builds a new snapshot and swaps it in atomically, so
+/// a pick always sees one consistent pool and never takes a lock.
+public final class BackendPool: Sendable {
+    public let backends: [Backend]
+    /// Increases with every snapshot a `Router` publishes; tells policies' tables which pool they fit.
+    public let generation: UInt64
+
+    public init(backends: [Backend], generation: UInt64) {
+        self.backends = backends
+        self.generation = generation
+    }
+
+    public static let empty = BackendPool(backends: [], generation: 0)
+
+    public var count: Int { self.backends.count }
+    public var isEmpty: Bool { self.backends.isEmpty }
+
+    public subscript(index: Int) -> Backend { self.backends[index] }
+
+    public func firstIndex(of address: HostAndPort) -> Int? {
+        self.backends.firstIndex { $0.address == address }
+    }
+
+    public var specs: [BackendSpec] { self.backends.map(\.spec) }
+}
+
+extension BackendPool {
+    /// Whether a policy may pick backend `index` for a client that must avoid `excluded`.
+    @inlinable
+    public func isEligible(_ index: Int, excluding excluded: BackendExclusions) -> Bool {
+        !excluded.contains(index)
+    }
+}

@@ -1,0 +1,17 @@
+import NIOCore
+
+/// Turns backend specs into connectable addresses. Runs on the control path whenever the pool
+/// changes, so that the data plane connects to an already-resolved address and never waits on DNS.
+public enum BackendResolver {
+    /// Resolves an IP literal without touching the resolver, a name with a blocking lookup.
+    public static func resolve(_ address: HostAndPort) throws(L4LBError) -> SocketAddress {
+        if let literal = try? SocketAddress(ipAddress: address.host, port: address.port) {
+            return literal
+        }
+        do {
+            return try SocketAddress.makeAddressResolvingHost(address.host, port: address.port)
+        } catch {
+            throw L4LBError(.resolutionFailed, "cannot resolve '\(address.host)' for backend \(address): \(error)")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Atomics
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The routing state in force: the pool snapshot, the active policy and the selector the policy built
+/// for that pool. One immutable object, so a connection sees a matching pool and selector.
+public final class RoutingTable: AtomicReference, Sendable {
+    public let pool: BackendPool
+    public let policy: any LoadBalancingPolicy
+    public let selector: any BackendSelector
+
+    init(pool: BackendPool, policy: any LoadBalancingPolicy) {
+        self.pool = pool
+        self.policy = policy
+        self.selector = policy.makeSelector(for: pool)
+    }
+}
+
+/// Holds the routing table and swaps it when the pool or the policy changes.
+///
+/// Locking contract: readers (`table`, on every event loop, once per connection) do one atomic load
+/// and never lock. Writers (flags at start, the control plane) are serialized by `updateLock`, which
+/// the data plane never takes.
+public final class Router: Sendable {
+    private let current: ManagedAtomic<RoutingTable>
+    private let updateLock = NIOLock()
+    private let nextGeneration = ManagedAtomic<UInt64>(1)
+
+    public init(policy: any LoadBalancingPolicy, pool: BackendPool = .empty) {
+        self.current = ManagedAtomic(RoutingTable(pool: pool, policy: policy))
+    }
+
+    /// The table in force now.
+    public var table: RoutingTable { self.current.load(ordering: .acquiring) }
+
+    public var pool: BackendPool { self.table.pool }
+    public var policy: any LoadBalancingPolicy { self.table.policy }
+
+    /// Resolves `specs` and installs them as the new pool. A backend already in the pool keeps its
+    /// counters, even when its weight or region changed; a repeated address is kept once (the first).
+    /// Throws, changing nothing, if an address does not resolve.
+    @discardableResult
+    public func setPool(_ specs: [BackendSpec]) throws(L4LBError) -> BackendPool {
+        var seen = Set<HostAndPort>()
+        let unique = specs.filter { seen.insert($0.address).inserted }
+        var resolved: [(BackendSpec, SocketAddress)] = []
+        resolved.reserveCapacity(unique.count)
+        for spec in unique {
+            resolved.append((spec, try BackendResolver.resolve(spec.address)))
+        }
+        return self.updateLock.withLock {
+            let old = self.current.load(ordering: .acquiring)
+            let backends = resolved.map { spec, socketAddress in
+                let counters = old.pool.backends.first { $0.address == spec.address }?.counters ?? BackendCounters()
+                return Backend(spec: spec, socketAddress: socketAddress, counters: counters)
+            }
+            let pool = BackendPool(
+                backends: backends,
+                generation: self.nextGeneration.loadThenWrappingIncrement(ordering: .relaxed)
+            )
+            self.current.store(RoutingTable(pool: pool, policy: old.policy), ordering: .releasing)
+            return pool
+        }
+    }
+
+    /// Installs `policy` for the next clients; open connections are not touched.
+    public func setPolicy(_ policy: any LoadBalancingPolicy) {
+        self.updateLock.withLock {
+            let old = self.current.load(ordering: .acquiring)
+            self.current.store(RoutingTable(pool: old.pool, policy: policy), ordering: .releasing)
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import NIOCore
+
+/// Everything the data plane needs, with the defaults an operator gets when a flag is not given.
+/// Built from the command line in one place (the executable) and by tests directly.
+public struct ProxyConfiguration: Sendable {
+    /// Addresses to accept clients on; port 0 asks the kernel for a free port (tests use it).
+    public var listen: [HostAndPort]
+    /// The pool to start with.
+    public var backends: [BackendSpec]
+    /// Longest wait for a backend's TCP handshake before the client is tried elsewhere.
+    public var connectTimeout: TimeAmount
+    /// Close a connection after this long with no byte in either direction; nil means never, so long
+    /// quiet connections (databases, SSH) are not cut by surprise.
+    public var idleTimeout: TimeAmount?
+    /// Clients accepted at once; further clients are refused until one closes. Nil means no limit.
+    public var maxConnections: Int?
+    /// Backends tried for one client before it is closed (the first pick included).
+    public var connectAttempts: Int
+    /// On shutdown, how long open connections may run on after accepting stopped.
+    public var drainTimeout: TimeAmount
+    /// Event loops (threads); one per core by default.
+    public var eventLoopThreads: Int
+    /// Listen queue length asked of the kernel (capped by net.core.somaxconn).
+    public var backlog: Int
+    /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
+    /// from it until the backend is connected.
+    public var maxPendingBytes: Int
+
+    public init(
+        listen: [HostAndPort],
+        backends: [BackendSpec] = [],
+        connectTimeout: TimeAmount = .seconds(3),
+        idleTimeout: TimeAmount? = nil,
+        maxConnections: Int? = nil,
+        connectAttempts: Int = 3,
+        drainTimeout: TimeAmount = .seconds(10),
+        eventLoopThreads: Int = System.coreCount,
+        backlog: Int = 4096,
+        maxPendingBytes: Int = 256 * 1024
+    ) {
+        self.listen = listen
+        self.backends = backends
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.connectAttempts = connectAttempts
+        self.drainTimeout = drainTimeout
+        self.eventLoopThreads = eventLoopThreads
+        self.backlog = backlog
+        self.maxPendingBytes = maxPendingBytes
+    }
+}

@@ -1,0 +1,195 @@
+import Logging
+import NIOCore
+
+/// Sits on a newly accepted client channel until its backend connection is up: picks a backend with
+/// the active policy, connects on the client's event loop, retries elsewhere on failure, then joins
+/// the two channels with a `GlueHandler` pair and steps aside.
+///
+/// Bytes the client sends meanwhile are kept (up to `maxPendingBytes`, then reading pauses) and
+/// forwarded first; an EOF from the client meanwhile is forwarded after them.
+final class BackendConnectHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+
+    /// Shared, immutable parts of the data plane, built once at start.
+    struct Dependencies: Sendable {
+        var router: Router
+        var connector: BackendConnector
+        var connectAttempts: Int
+        var maxPendingBytes: Int
+        var logger: Logger
+        var noBackendLog: RateLimitedLog
+        var connectFailureLog: RateLimitedLog
+    }
+
+    private enum State {
+        /// Accepted, not yet active.
+        case idle
+        /// A connect to `backend` (index `index` in the table's pool) is in flight.
+        case connecting(backend: Backend, index: Int)
+        /// The glue pair took over; this handler is leaving the pipeline.
+        case relaying
+        /// The client went away or was refused.
+        case closed
+    }
+
+    private let dependencies: Dependencies
+    private var state = State.idle
+    private var table: RoutingTable?
+    private var client = ClientAddress.unspecified
+    private var excluded = BackendExclusions()
+    private var attempts = 0
+    private var pending = CircularBuffer<ByteBuffer>()
+    private var pendingBytes = 0
+    private var clientSentEOF = false
+    private var readHeld = false
+
+    init(dependencies: Dependencies) {
+        self.dependencies = dependencies
+    }
+}
+
+extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    func channelActive(context: ChannelHandlerContext) {
+        self.client = ClientAddress(context.channel.remoteAddress)
+        // One table for every attempt of this client: the exclusions are indices into its pool.
+        self.table = self.dependencies.router.table
+        self.connectNext(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        self.pendingBytes += buffer.readableBytes
+        self.pending.append(buffer)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.pendingBytes < self.dependencies.maxPendingBytes {
+            context.read()
+        } else {
+            self.readHeld = true
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            self.clientSentEOF = true
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .connecting(let backend, _) = self.state {
+            // The connect still in flight finds `.closed` and closes its channel.
+            self.release(backend)
+        }
+        self.state = .closed
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension BackendConnectHandler {
+    private func connectNext(context: ChannelHandlerContext) {
+        guard let table = self.table else { preconditionFailure("connectNext before channelActive") }
+        self.attempts += 1
+        guard self.attempts <= self.dependencies.connectAttempts,
+            let index = table.selector.pick(for: self.client, excluding: self.excluded)
+        else {
+            self.refuse(context: context)
+            return
+        }
+        guard index >= 0, index < table.pool.count else {
+            preconditionFailure("policy \(table.policy.name) picked index \(index) of a pool of \(table.pool.count)")
+        }
+        let backend = table.pool[index]
+        backend.counters.connectionStarted()
+        table.policy.connectionOpened(to: backend)
+        self.state = .connecting(backend: backend, index: index)
+        self.dependencies.connector.connect(to: backend.socketAddress, on: context.eventLoop)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    self.connected(to: channel, context: context)
+                case .failure(let error):
+                    self.connectFailed(error, context: context)
+                }
+            }
+    }
+
+    private func connected(to backendChannel: Channel, context: ChannelHandlerContext) {
+        guard case .connecting(let backend, _) = self.state else {
+            // The client left while we were connecting.
+            backendChannel.close(promise: nil)
+            return
+        }
+        self.state = .relaying
+        let glue = GlueHandler.matchedPair()
+        do {
+            try backendChannel.pipeline.syncOperations.addHandler(glue.backend)
+            try context.pipeline.syncOperations.addHandler(glue.client, position: .after(self))
+        } catch {
+            self.release(backend)
+            backendChannel.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        let policy = self.table?.policy
+        context.channel.closeFuture.assumeIsolated().whenComplete { _ in
+            backend.counters.connectionEnded()
+            policy?.connectionClosed(to: backend)
+        }
+        while let buffer = self.pending.popFirst() {
+            backendChannel.write(buffer, promise: nil)
+        }
+        self.pendingBytes = 0
+        backendChannel.flush()
+        if self.clientSentEOF {
+            backendChannel.close(mode: .output, promise: nil)
+        }
+        let resumeReading = self.readHeld
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if resumeReading {
+            // Goes through the client-side glue, which reads only while the backend is writable.
+            context.channel.read()
+        }
+    }
+
+    private func connectFailed(_ error: Error, context: ChannelHandlerContext) {
+        guard case .connecting(let backend, let index) = self.state else { return }
+        backend.counters.connectFailed()
+        self.release(backend)
+        self.excluded.insert(index)
+        self.dependencies.connectFailureLog.warning(
+            self.dependencies.logger,
+            "connect to backend failed",
+            metadata: ["backend": "\(backend)", "error": "\(Describe.error(error))", "attempt": "\(self.attempts)"]
+        )
+        self.connectNext(context: context)
+    }
+
+    private func refuse(context: ChannelHandlerContext) {
+        self.state = .closed
+        let reason =
+            self.attempts > self.dependencies.connectAttempts ? "connect attempts exhausted" : "no backend available"
+        self.dependencies.noBackendLog.warning(
+            self.dependencies.logger,
+            "closing client: \(reason)",
+            metadata: ["client": "\(self.client)", "pool": "\(self.table?.pool.count ?? 0)"]
+        )
+        context.close(promise: nil)
+    }
+
+    private func release(_ backend: Backend) {
+        backend.counters.connectionEnded()
+        self.table?.policy.connectionClosed(to: backend)
+    }
+}
+
+@available(*, unavailable)
+extension BackendConnectHandler: Sendable {}

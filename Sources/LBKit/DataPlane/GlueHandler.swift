@@ -1,0 +1,143 @@
+import NIOCore
+
+/// One half of a pair that relays bytes between a client channel and its backend channel, after
+/// SwiftNIO's connect-proxy "glue": both channels live on one event loop, so the pair talks through
+/// plain method calls and needs no lock.
+///
+/// - Back-pressure: a side reads only while its partner is writable; when the partner's write buffer
+///   passes its high-water mark, reading stops until it drains, so memory per connection stays at a
+///   few buffers however fast one side sends and however slowly the other reads.
+/// - Half-close: an EOF read on one side is passed on as a write shutdown of the other (both channels
+///   have `allowRemoteHalfClosure`); NIO closes a channel fully once both its directions are shut.
+/// - No byte is lost on the way out: NIO turns an output shutdown of a channel whose input is already
+///   shut into a full close that discards queued writes, so every shutdown that follows a clean EOF
+///   waits until the writes queued before it have gone out. Only an error closes the partner at once.
+final class GlueHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: GlueHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    /// This side ended in an error (reset, write failure): its partner is aborted, not drained.
+    /// Anything else is an orderly end, even when no `inputClosed` was seen: NIO closes a channel
+    /// whose output is already shut straight away on EOF, without that event.
+    private var failed = false
+    /// Bytes this side has read and handed to its partner.
+    private(set) var bytesRead: UInt64 = 0
+
+    private init() {}
+
+    /// Two handlers that relay to each other: one for the client channel, one for the backend's.
+    static func matchedPair() -> (client: GlueHandler, backend: GlueHandler) {
+        let client = GlueHandler()
+        let backend = GlueHandler()
+        client.partner = backend
+        backend.partner = client
+        return (client, backend)
+    }
+}
+
+extension GlueHandler {
+    fileprivate func partnerWrite(_ buffer: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    fileprivate func partnerFlush() {
+        self.context?.flush()
+    }
+
+    fileprivate func partnerWriteEOF() {
+        self.afterQueuedWrites { $0.close(mode: .output, promise: nil) }
+    }
+
+    fileprivate func partnerCloseFull() {
+        self.context?.close(promise: nil)
+    }
+
+    fileprivate func partnerCloseAfterQueuedWrites() {
+        self.afterQueuedWrites { $0.close(promise: nil) }
+    }
+
+    /// Runs `body` once every write queued so far has gone to the socket (writes complete in order, so
+    /// an empty write's promise marks the spot).
+    private func afterQueuedWrites(_ body: @escaping (ChannelHandlerContext) -> Void) {
+        guard let context = self.context else { return }
+        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+            body(context)
+        }
+    }
+
+    fileprivate func partnerBecameWritable() {
+        if self.pendingRead {
+            self.pendingRead = false
+            self.context?.read()
+        }
+    }
+
+    fileprivate var partnerWritable: Bool {
+        self.context?.channel.isWritable ?? false
+    }
+}
+
+extension GlueHandler: ChannelDuplexHandler {
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        self.bytesRead &+= UInt64(buffer.readableBytes)
+        self.partner?.partnerWrite(buffer)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.partner?.partnerFlush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if self.failed {
+            self.partner?.partnerCloseFull()
+        } else {
+            self.partner?.partnerCloseAfterQueuedWrites()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // EOF from this side: the other side's peer gets a FIN, and may still answer.
+            self.partner?.partnerWriteEOF()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A reset or write error on either side ends the whole relay.
+        self.failed = true
+        self.partner?.partnerCloseFull()
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.partner?.partnerBecameWritable()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let partner = self.partner, partner.partnerWritable {
+            context.read()
+        } else {
+            self.pendingRead = true
+        }
+    }
+}
+
+@available(*, unavailable)
+extension GlueHandler: Sendable {}

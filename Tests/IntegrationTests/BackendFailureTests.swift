@@ -1,0 +1,75 @@
+import LBKit
+import NIOCore
+import Testing
+
+/// Backends that refuse or never answer: the client is retried elsewhere and never sees a failure.
+@Suite("Failed connects are retried")
+struct BackendFailureTests {
+    @Test("a dead backend (connection refused) is skipped with no client failure")
+    func refusedBackendIsSkipped() async throws {
+        try await withTestResources { r in
+            let alive = try await r.greeters(["a", "b"])
+            let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
+            let proxy = try await r.proxy(backends: [alive[0].spec, dead, alive[1].spec])
+
+            var counts: [String: Int] = [:]
+            for _ in 0..<30 {
+                counts[try BlockingClient.greeting(port: proxy.port), default: 0] += 1
+            }
+            #expect(counts.values.reduce(0, +) == 30)
+            #expect(Set(counts.keys) == ["a", "b"])
+            let deadBackend = try #require(proxy.router.pool.backends.first { $0.address == dead.address })
+            // Every third pick lands on it, and each retry moves the rotation on: well over ten tries,
+            // each of them failed over. (Retiring a dead backend is the health checker's job.)
+            #expect(deadBackend.counters.connectFailures >= 10)
+            #expect(deadBackend.activeConnections == 0)
+        }
+    }
+
+    @Test("a backend that never answers (accept queue full) times out and the client goes elsewhere")
+    func connectTimeout() async throws {
+        try await withTestResources { r in
+            let alive = try await r.backend(.greet("a"))
+            let blackhole = BlackholeListener()
+            let silent = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port))
+            let proxy = try await r.proxy(backends: [silent, alive.spec]) { $0.connectTimeout = .milliseconds(200) }
+
+            for _ in 0..<4 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+            let silentBackend = try #require(proxy.router.pool.backends.first { $0.address == silent.address })
+            #expect(silentBackend.counters.connectFailures >= 2)
+            withExtendedLifetime(blackhole) {}
+        }
+    }
+
+    @Test("when every attempt fails the client is closed, and l4lb keeps serving")
+    func allAttemptsFail() async throws {
+        try await withTestResources { r in
+            let dead = (0..<3).map { _ in
+                BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
+            }
+            let proxy = try await r.proxy(backends: dead) { $0.connectAttempts = 2 }
+
+            let client = try BlockingClient(port: proxy.port)
+            #expect(try client.readLine() == nil)
+            let failures = proxy.router.pool.backends.map(\.counters.connectFailures).reduce(0, +)
+            #expect(failures == 2)
+
+            let alive = try await r.backend(.greet("a"))
+            try proxy.router.setPool([dead[0], alive.spec])
+            for _ in 0..<4 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+        }
+    }
+
+    @Test("an empty pool refuses clients without crashing")
+    func emptyPool() async throws {
+        try await withTestResources { r in
+            let proxy = try await r.proxy(backends: [])
+            let client = try BlockingClient(port: proxy.port)
+            #expect(try client.readLine() == nil)
+        }
+    }
+}

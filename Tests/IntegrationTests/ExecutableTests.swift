@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `l4lb` executable itself: flags, errors, signals.
+@Suite("The l4lb command")
+struct ExecutableTests {
+    @Test(
+        "a bad flag value is one clear line and a non-zero exit, before anything listens",
+        arguments: [
+            (["--backend", "127.0.0.1:99999"], "port '99999' is not in 1-65535"),
+            (["--backend", "::1:80"], "write IPv6 addresses in brackets"),
+            (["--backend", "127.0.0.1:80,weight=0"], "weight '0' is not a whole number in 1-256"),
+            (["--backend", "127.0.0.1:80,colour=red"], "unknown attribute 'colour'"),
+            (["--listen", "nonsense"], "expected host:port"),
+            (["--policy", "fastest"], "unknown policy 'fastest' (available: least-connections, round-robin)"),
+            (["--policy", "round-robin {not json"], "not valid JSON"),
+            (["--connect-timeout", "-1s"], "'-1s' is not a duration"),
+            (["--idle-timeout", "soon"], "'soon' is not a duration"),
+            (["--connect-attempts", "0"], "--connect-attempts must be in 1-100"),
+            (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
+        ]
+    )
+    func badFlag(arguments: [String], expected: String) async throws {
+        let process = try L4LBProcess(arguments: ["--listen", "127.0.0.1:0"] + arguments)
+        let status = await process.waitForExit(timeoutSeconds: 10)
+        process.kill()
+        #expect(status == 2)
+        let lines = process.text.split(separator: "\n")
+        #expect(lines.count == 1, "expected one line, got: \(process.text)")
+        #expect(process.text.hasPrefix("l4lb: error: "))
+        #expect(process.text.contains(expected), "got: \(process.text)")
+    }
+
+    @Test("SIGTERM stops accepting at once and lets an open connection finish")
+    func sigtermDrains() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--drain-timeout", "20s",
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+
+            let open = try BlockingClient(port: port)
+            #expect(try open.readLine() == "a")
+            process.send(SIGTERM)
+            #expect(await eventually { process.text.contains("draining") })
+            // New clients are refused...
+            #expect(throws: BlockingClient.Failure.self) { try BlockingClient(port: port) }
+            // ...while the open connection still relays both ways.
+            try open.send("still here\n")
+            #expect(try open.readLine() == "still here")
+            #expect(process.isRunning)
+            open.shutdownWrite()
+            #expect(try open.readToEnd().isEmpty)
+            #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
+        }
+    }
+
+    @Test("after the drain timeout, connections still open are closed and l4lb exits 0")
+    func drainTimeoutClosesConnections() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--drain-timeout", "300ms",
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+
+            let open = try BlockingClient(port: port)
+            #expect(try open.readLine() == "a")
+            process.send(SIGTERM)
+            #expect(open.waitForClose(timeoutSeconds: 10))
+            #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
+            #expect(process.text.contains("drain timeout reached"))
+        }
+    }
+
+    @Test("`l4lb policies` lists the built-in policies")
+    func listsPolicies() async throws {
+        let process = try L4LBProcess(arguments: ["policies"])
+        #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
+        #expect(process.text.split(separator: "\n").contains("round-robin"))
+        #expect(process.text.split(separator: "\n").contains("least-connections"))
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real `l4lb` executable, run as a child process: for what only a process shows (signals, exit
+/// status, what it prints). Stopped by PID when the test ends, whatever happened.
+final class L4LBProcess: Sendable {
+    private let process: Process
+    private let output = NIOLockedValueBox<String>("")
+
+    /// The built `l4lb` next to the test bundle (both are products of the same `swift build`).
+    static var executableURL: URL {
+        if let override = ProcessInfo.processInfo.environment["L4LB_BINARY"] {
+            return URL(fileURLWithPath: override)
+        }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // Swift Testing on Linux runs from inside `<name>.xctest`'s directory; walk up to the products.
+        for _ in 0..<3 {
+            let candidate = directory.appendingPathComponent("l4lb")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("l4lb")
+    }
+
+    init(arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = Self.executableURL
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        self.process = process
+        let output = self.output
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty {
+                output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }
+        try process.run()
+    }
+
+    deinit {
+        self.kill()
+    }
+
+    var pid: Int32 { self.process.processIdentifier }
+    var isRunning: Bool { self.process.isRunning }
+    var text: String { self.output.withLockedValue { $0 } }
+
+    /// Sends `signal` to the process by PID.
+    func send(_ signal: Int32) {
+        if self.process.isRunning { Glibc.kill(self.pid, signal) }
+    }
+
+    func kill() {
+        if self.process.isRunning {
+            Glibc.kill(self.pid, SIGKILL)
+            self.process.waitUntilExit()
+        }
+    }
+
+    /// The exit status, or nil if it is still running after `timeoutSeconds`.
+    func waitForExit(timeoutSeconds: Double) async -> Int32? {
+        guard await eventually(timeoutSeconds: timeoutSeconds, { !self.process.isRunning }) else { return nil }
+        self.process.waitUntilExit()
+        return self.process.terminationStatus
+    }
+
+    /// The port of the first "listening" line l4lb logs, once it appears.
+    func listeningPort(timeoutSeconds: Double = 10) async -> Int? {
+        var port: Int?
+        _ = await eventually(timeoutSeconds: timeoutSeconds) {
+            port = Self.firstListeningPort(in: self.text)
+            return port != nil || !self.process.isRunning
+        }
+        return port
+    }
+
+    private static func firstListeningPort(in text: String) -> Int? {
+        for line in text.split(separator: "\n") where line.hasSuffix("listening") {
+            guard let range = line.range(of: "address=") else { continue }
+            let address = line[range.upperBound...].prefix { $0 != " " }
+            if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) {
+                return port
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,80 @@
+import LBKit
+import Logging
+import NIOCore
+import NIOPosix
+import Policies
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// l4lb's real data plane, wired as the executable wires it, listening on 127.0.0.1 port 0.
+struct ProxyHarness {
+    let server: ProxyServer
+    let router: Router
+    let port: Int
+
+    static func start(
+        backends: [BackendSpec],
+        policy: any LoadBalancingPolicy = RoundRobinPolicy(),
+        threads: Int = 2,
+        configure: (inout ProxyConfiguration) -> Void = { _ in }
+    ) async throws -> ProxyHarness {
+        var configuration = ProxyConfiguration(listen: [HostAndPort(host: "127.0.0.1", port: 0)], backends: backends)
+        configuration.eventLoopThreads = threads
+        configure(&configuration)
+        let router = Router(policy: policy)
+        try router.setPool(configuration.backends)
+        var logger = Logger(label: "l4lb-test")
+        logger.logLevel = .critical
+        let server = ProxyServer(configuration: configuration, router: router, logger: logger)
+        let addresses = try await server.start()
+        return ProxyHarness(server: server, router: router, port: addresses[0].port!)
+    }
+
+    func stop() async {
+        await self.server.shutdown()
+    }
+
+    /// The active-connection count l4lb holds for `address`, for waiting on closes to be seen.
+    func activeConnections(_ backend: TestBackend) -> Int {
+        self.router.pool.backends.first { $0.address.port == backend.port }?.activeConnections ?? -1
+    }
+}
+
+extension TestBackend {
+    var spec: BackendSpec { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: self.port)) }
+
+    func spec(weight: Int) -> BackendSpec {
+        BackendSpec(address: HostAndPort(host: "127.0.0.1", port: self.port), weight: weight)
+    }
+}
+
+enum TestPorts {
+    /// A port on 127.0.0.1 that refuses connections: bound once by the kernel's choice, then closed.
+    static func refusingPort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                bind(fd, pointer, length)
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Waits, in bounded steps, until `condition` holds; false if `timeoutSeconds` passed first.
+func eventually(timeoutSeconds: Double = 5, _ condition: () -> Bool) async -> Bool {
+    let steps = Int(timeoutSeconds / 0.02)
+    for _ in 0..<steps {
+        if condition() { return true }
+        try? await Task.sleep(nanoseconds: 20_000_000)
+    }
+    return condition()
+}

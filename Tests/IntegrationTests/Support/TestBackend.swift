@@ -1,0 +1,161 @@
+import Atomics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A real TCP server on 127.0.0.1 that plays a backend in the tests.
+final class TestBackend: Sendable {
+    enum Behavior: Sendable {
+        /// Sends "NAME\n" on connect, then echoes what it reads; closes after the client's EOF.
+        case greet(String)
+        /// Echoes what it reads; closes after the client's EOF.
+        case echo
+        /// Reads until the client's EOF, then answers "NAME received N bytes\n" and closes: works only
+        /// if a client's half-close reaches it and its answer reaches the client.
+        case answerAfterEOF(String)
+        /// Accepts and never reads until `resumeReading()`.
+        case stalled
+    }
+
+    let name: String
+    let port: Int
+    private let channel: Channel
+    private let accepted = ManagedAtomic<Int>(0)
+    let bytesReceived = ManagedAtomic<Int>(0)
+    let readingAllowed = ManagedAtomic<Bool>(true)
+    private let children = ChildChannels()
+
+    /// Connections accepted so far.
+    var acceptedCount: Int { self.accepted.load(ordering: .relaxed) }
+
+    private init(name: String, port: Int, channel: Channel) {
+        self.name = name
+        self.port = port
+        self.channel = channel
+    }
+
+    static func start(
+        _ behavior: Behavior,
+        group: EventLoopGroup,
+        host: String = "127.0.0.1"
+    ) async throws -> TestBackend {
+        let state = SharedState()
+        let name: String
+        switch behavior {
+        case .greet(let n), .answerAfterEOF(let n): name = n
+        case .echo: name = "echo"
+        case .stalled: name = "stalled"
+        }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.autoRead, value: !(behavior.isStalled))
+            .childChannelInitializer { child in
+                state.onAccept(child)
+                return child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(BackendHandler(behavior: behavior, state: state))
+                }
+            }
+            .bind(host: host, port: 0).get()
+        let backend = TestBackend(name: name, port: channel.localAddress!.port!, channel: channel)
+        state.backend.withLockedValue { $0 = backend }
+        return backend
+    }
+
+    /// Lets a `.stalled` backend read everything sent so far and from now on.
+    func resumeReading() {
+        for child in self.children.all() {
+            child.setOption(.autoRead, value: true).whenSuccess { child.read() }
+        }
+    }
+
+    /// Stops listening and closes every connection it accepted.
+    func stop() async {
+        try? await self.channel.close()
+        for child in self.children.all() {
+            try? await child.close()
+        }
+    }
+
+    fileprivate func recordAccept(_ child: Channel) {
+        self.accepted.wrappingIncrement(ordering: .relaxed)
+        self.children.add(child)
+    }
+}
+
+extension TestBackend.Behavior {
+    fileprivate var isStalled: Bool {
+        if case .stalled = self { return true }
+        return false
+    }
+}
+
+private final class ChildChannels: Sendable {
+    private let channels = NIOLockedValueBox<[Channel]>([])
+    func add(_ channel: Channel) { self.channels.withLockedValue { $0.append(channel) } }
+    func all() -> [Channel] { self.channels.withLockedValue { $0 } }
+}
+
+private final class SharedState: Sendable {
+    let backend = NIOLockedValueBox<TestBackend?>(nil)
+    func onAccept(_ child: Channel) { self.backend.withLockedValue { $0?.recordAccept(child) } }
+    func received(_ count: Int) {
+        self.backend.withLockedValue { $0?.bytesReceived.wrappingIncrement(by: count, ordering: .relaxed) }
+    }
+}
+
+private final class BackendHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let behavior: TestBackend.Behavior
+    private let state: SharedState
+    private var received = 0
+
+    init(behavior: TestBackend.Behavior, state: SharedState) {
+        self.behavior = behavior
+        self.state = state
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if case .greet(let name) = self.behavior {
+            context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "\(name)\n")), promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        self.received += buffer.readableBytes
+        self.state.received(buffer.readableBytes)
+        switch self.behavior {
+        case .greet, .echo:
+            context.write(self.wrapOutboundOut(buffer), promise: nil)
+        case .answerAfterEOF, .stalled:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, case .inputClosed = event else { return }
+        switch self.behavior {
+        case .answerAfterEOF(let name):
+            let answer = ByteBuffer(string: "\(name) received \(self.received) bytes\n")
+            context.writeAndFlush(self.wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        default:
+            context.writeAndFlush(self.wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

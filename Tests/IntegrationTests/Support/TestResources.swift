@@ -1,0 +1,61 @@
+import LBKit
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Policies
+
+/// Everything a test started, stopped when the test ends, whether it passed, failed or threw.
+final class TestResources: Sendable {
+    private let stops = NIOLockedValueBox<[@Sendable () async -> Void]>([])
+    let group = MultiThreadedEventLoopGroup.singleton
+
+    func backend(_ behavior: TestBackend.Behavior, host: String = "127.0.0.1") async throws -> TestBackend {
+        let backend = try await TestBackend.start(behavior, group: self.group, host: host)
+        self.onStop { await backend.stop() }
+        return backend
+    }
+
+    func greeters(_ names: [String]) async throws -> [TestBackend] {
+        var backends: [TestBackend] = []
+        for name in names {
+            backends.append(try await self.backend(.greet(name)))
+        }
+        return backends
+    }
+
+    func proxy(
+        backends: [BackendSpec],
+        policy: any LoadBalancingPolicy = RoundRobinPolicy(),
+        configure: (inout ProxyConfiguration) -> Void = { _ in }
+    ) async throws -> ProxyHarness {
+        let proxy = try await ProxyHarness.start(backends: backends, policy: policy, configure: configure)
+        self.onStop { await proxy.stop() }
+        return proxy
+    }
+
+    func onStop(_ stop: @escaping @Sendable () async -> Void) {
+        self.stops.withLockedValue { $0.append(stop) }
+    }
+
+    fileprivate func stopAll() async {
+        let stops = self.stops.withLockedValue { stops in
+            defer { stops = [] }
+            return stops
+        }
+        for stop in stops.reversed() {
+            await stop()
+        }
+    }
+}
+
+/// Runs `body` with a fresh `TestResources` and stops all it started afterwards, in reverse order.
+func withTestResources(_ body: (TestResources) async throws -> Void) async throws {
+    let resources = TestResources()
+    do {
+        try await body(resources)
+    } catch {
+        await resources.stopAll()
+        throw error
+    }
+    await resources.stopAll()
+}

@@ -1,0 +1,81 @@
+import Dispatch
+import NIOConcurrencyHelpers
+import Testing
+
+@testable import LBKit
+@testable import Policies
+
+@Suite("least-connections")
+struct LeastConnectionsPolicyTests {
+    /// Opens `count` connections' worth of counters on backend `index`, as the data plane does on a pick.
+    private func hold(_ count: Int, on index: Int, in router: Router) {
+        for _ in 0..<count { router.pool[index].counters.connectionStarted() }
+    }
+
+    @Test("picks the backend with the fewest active connections")
+    func fewestWins() throws {
+        let router = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())
+        self.hold(3, on: 0, in: router)
+        self.hold(1, on: 1, in: router)
+        self.hold(2, on: 2, in: router)
+        for _ in 0..<10 {
+            #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 1)
+        }
+    }
+
+    @Test("ties are broken by rotation")
+    func tiesRotate() throws {
+        let router = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())
+        let picks = (0..<30).compactMap { _ in router.table.selector.pick(for: anyClient, excluding: .none) }
+        #expect(Set(picks) == [0, 1, 2])
+        #expect(picks.filter { $0 == 0 }.count == 10)
+    }
+
+    @Test("weights scale the comparison: weight 3 with 2 connections beats weight 1 with 1")
+    func weighted() throws {
+        let router = try makeRouter(weights: [1, 3], policy: LeastConnectionsPolicy())
+        self.hold(1, on: 0, in: router)
+        self.hold(2, on: 1, in: router)
+        #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 1)
+        self.hold(2, on: 1, in: router)  // 4/3 > 1/1
+        #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 0)
+    }
+
+    @Test("a burst of picks, each counted at once, spreads evenly")
+    func burstSpreads() throws {
+        let router = try makeRouter(weights: [1, 1, 1, 1], policy: LeastConnectionsPolicy())
+        for _ in 0..<400 {
+            let index = try #require(router.table.selector.pick(for: anyClient, excluding: .none))
+            router.pool[index].counters.connectionStarted()
+        }
+        #expect(router.pool.backends.map(\.activeConnections) == [100, 100, 100, 100])
+    }
+
+    @Test("excluded backends are never picked, even when least loaded")
+    func exclusions() throws {
+        let router = try makeRouter(weights: [1, 1], policy: LeastConnectionsPolicy())
+        self.hold(5, on: 1, in: router)
+        var excluded = BackendExclusions()
+        excluded.insert(0)
+        #expect(router.table.selector.pick(for: anyClient, excluding: excluded) == 1)
+        excluded.insert(1)
+        #expect(router.table.selector.pick(for: anyClient, excluding: excluded) == nil)
+    }
+
+    @Test("concurrent picks with counting from many threads stay balanced")
+    func concurrentPicks() throws {
+        let router = try makeRouter(weights: [1, 1, 1, 1], policy: LeastConnectionsPolicy())
+        let selector = router.table.selector
+        let pool = router.pool
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            for _ in 0..<5_000 {
+                guard let index = selector.pick(for: anyClient, excluding: .none) else { continue }
+                pool[index].counters.connectionStarted()
+            }
+        }
+        let active = pool.backends.map(\.activeConnections)
+        #expect(active.reduce(0, +) == 40_000)
+        // Racing picks may read the same counts; the spread stays within a few per thread.
+        #expect(active.max()! - active.min()! <= 16)
+    }
+}
