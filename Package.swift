@@ -17,6 +17,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
+        // hiredis, the Redis client library of the control plane. Its header sits on the default include
+        // path (/usr/include/hiredis); no pkgConfig because Debian's hiredis.pc adds -D_FILE_OFFSET_BITS=64,
+        // which SwiftPM refuses with a warning on every build.
+        .systemLibrary(
+            name: "CHiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
         // The proxy core: backends, the pool snapshot, the policy interface and the data plane.
         .target(
             name: "LBKit",
@@ -27,6 +34,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "CHiredis",
             ]
         ),
         // Built-in policies, one file each.

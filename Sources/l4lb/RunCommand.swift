@@ -52,10 +52,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @OptionGroup var redis: RedisOptions
+
     func run() async throws {
         let settings: (ProxyConfiguration, PolicySpec, Logger.Level)
+        let controlPlaneConfiguration: ControlPlaneConfiguration?
         do {
             settings = try self.makeSettings()
+            controlPlaneConfiguration = try self.redis.makeConfiguration()
         } catch {
             throw exitWithOperatorError(error.message)
         }
@@ -68,12 +72,26 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "l4lb")
 
         let router: Router
+        let policies = BuiltinPolicies.makeRegistry()
         do {
-            let policy = try BuiltinPolicies.makeRegistry().makePolicy(policySpec)
+            let policy = try policies.makePolicy(policySpec)
             router = Router(policy: policy)
             try router.setPool(configuration.backends)
         } catch {
             throw exitWithOperatorError(error.message)
+        }
+        // Redis first: when it is reachable, its pool and policy are in force before the first client.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let controlPlaneConfiguration {
+            let controlPlane = ControlPlane(
+                configuration: controlPlaneConfiguration,
+                router: router,
+                policies: policies,
+                initialPolicy: policySpec,
+                logger: logger
+            )
+            await controlPlane.start()
+            services.append(.init(service: ControlPlaneService(controlPlane: controlPlane)))
         }
         let server = ProxyServer(configuration: configuration, router: router, logger: logger)
         do {
@@ -85,7 +103,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.info(
             "l4lb started",
             metadata: [
-                "policy": "\(policySpec)",
+                "policy": "\(router.policy.name)",
                 "backends": "\(router.pool.specs.map(\.description).joined(separator: " "))",
             ]
         )
@@ -94,7 +112,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: ProxyService(server: server, logger: logger))],
+                // Shut down in reverse order: the proxy drains before the control plane stops.
+                services: services + [.init(service: ProxyService(server: server, logger: logger))],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger

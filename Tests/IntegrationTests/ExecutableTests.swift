@@ -22,6 +22,8 @@ struct ExecutableTests {
             (["--idle-timeout", "soon"], "'soon' is not a duration"),
             (["--connect-attempts", "0"], "--connect-attempts must be in 1-100"),
             (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
+            (["--redis", "localhost:6379"], "expected redis://"),
+            (["--redis-prefix", "blue"], "--redis-prefix needs --redis"),
         ]
     )
     func badFlag(arguments: [String], expected: String) async throws {
@@ -77,6 +79,40 @@ struct ExecutableTests {
             #expect(open.waitForClose(timeoutSeconds: 10))
             #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
             #expect(process.text.contains("drain timeout reached"))
+        }
+    }
+
+    @Test("`l4lb ctl` publishes checked messages and shows the pool")
+    func controlCommands() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let backend = try await r.backend(.greet("a"))
+            let daemon = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--redis", redis.url,
+            ])
+            r.onStop { daemon.kill() }
+            #expect(await daemon.listeningPort() != nil)
+
+            func ctl(_ arguments: [String]) async throws -> (Int32?, String) {
+                let process = try L4LBProcess(arguments: ["ctl"] + arguments + ["--redis", redis.url])
+                let status = await process.waitForExit(timeoutSeconds: 10)
+                process.kill()
+                return (status, process.text)
+            }
+            let added = try await ctl(["add-server", "127.0.0.1:7001,weight=2"])
+            #expect(added.0 == 0)
+            #expect(added.1.contains("1 l4lb instance listening"))
+            #expect(try await ctl(["set-policy", "least-connections"]).0 == 0)
+            #expect(await eventually { daemon.text.contains("policy set") })
+            let pool = try await ctl(["pool"])
+            #expect(pool.1.contains("policy: least-connections"))
+            #expect(pool.1.contains("127.0.0.1:7001,weight=2"))
+            #expect(try await ctl(["remove-server", "127.0.0.1:7001"]).0 == 0)
+            #expect(await eventually { (try? redis.client().pool()) == [backend.spec] })
+
+            let refused = try await ctl(["add-server", "nonsense"])
+            #expect(refused.0 == 2)
+            #expect(refused.1 == "l4lb: error: addServer: invalid address 'nonsense': expected host:port\n")
         }
     }
 

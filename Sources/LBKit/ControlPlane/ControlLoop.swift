@@ -1,0 +1,261 @@
+import Foundation
+import Logging
+import NIOCore
+
+/// The control plane's state and loop, confined to the control thread: connect, subscribe, read the
+/// keys, apply messages; on any connection error drop both connections and reconnect with capped
+/// exponential backoff. Logs once per change of connection state, not once per retry.
+final class ControlLoop: @unchecked Sendable {
+    // @unchecked: handed to the control thread once at start and used only there afterwards.
+
+    private enum ConnectionState {
+        case neverConnected
+        case connected
+        case disconnected
+    }
+
+    private let configuration: ControlPlaneConfiguration
+    private let router: Router
+    private let policies: PolicyRegistry
+    private let logger: Logger
+    private let statistics: ControlPlaneStatistics
+    private var names: RedisNames { self.configuration.names }
+    private var policy: PolicySpec
+    private var state = ConnectionState.neverConnected
+    /// The last refused key values, so a broken key is reported once, not on every reconnect.
+    private var refusedPolicyValue: String?
+    private var refusedPoolValue: String?
+
+    init(
+        configuration: ControlPlaneConfiguration,
+        router: Router,
+        policies: PolicyRegistry,
+        policy: PolicySpec,
+        logger: Logger,
+        statistics: ControlPlaneStatistics
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.policies = policies
+        self.policy = policy
+        self.logger = logger
+        self.statistics = statistics
+    }
+
+    func run(shouldStop: () -> Bool, firstSyncDone: () -> Void) {
+        var delay = self.configuration.initialReconnectDelay
+        while !shouldStop() {
+            do {
+                let subscriber = try RedisConnection(
+                    self.configuration.endpoint,
+                    timeout: self.configuration.commandTimeout
+                )
+                let commands = try RedisConnection(
+                    self.configuration.endpoint,
+                    timeout: self.configuration.commandTimeout
+                )
+                try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
+                self.logger.info(
+                    self.state == .disconnected ? "reconnected to Redis" : "connected to Redis",
+                    metadata: ["redis": "\(self.configuration.endpoint)"]
+                )
+                self.state = .connected
+                self.statistics.recordConnected()
+                delay = self.configuration.initialReconnectDelay
+                // Messages published from now on wait in the subscriber's buffer while the keys are
+                // read; applying them afterwards is safe because every change is idempotent.
+                try self.synchronize(commands)
+                firstSyncDone()
+                while !shouldStop() {
+                    if let reply = try subscriber.nextReply(waitingUpTo: 100) {
+                        try self.handle(reply, commands: commands)
+                    }
+                }
+            } catch {
+                self.statistics.recordDisconnected()
+                if self.state != .disconnected {
+                    self.logger.warning(
+                        self.state == .connected
+                            ? "lost Redis; serving with the last known pool"
+                            : "cannot reach Redis; serving with the pool from the command line",
+                        metadata: [
+                            "redis": "\(self.configuration.endpoint)", "error": "\(error)",
+                            "backends": "\(self.router.pool.count)",
+                        ]
+                    )
+                    self.state = .disconnected
+                }
+                firstSyncDone()
+                Self.sleep(delay, unless: shouldStop)
+                let doubled = TimeAmount.nanoseconds(delay.nanoseconds * 2)
+                delay = min(doubled, self.configuration.maximumReconnectDelay)
+            }
+        }
+    }
+
+    /// Sleeps for about `delay` (with up to 20% jitter, so instances do not reconnect in step), in
+    /// short slices so that a stop request is seen quickly.
+    private static func sleep(_ delay: TimeAmount, unless shouldStop: () -> Bool) {
+        let jittered = Double(delay.nanoseconds) * Double.random(in: 0.8...1.0)
+        let deadline = Date().addingTimeInterval(jittered / 1e9)
+        while Date() < deadline, !shouldStop() {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+
+    // MARK: Reading the keys
+
+    /// Reads `policy` and `serverPool`, applies them, and seeds whichever is missing.
+    private func synchronize(_ commands: RedisConnection) throws {
+        switch try commands.command(["GET", self.names.policyKey]) {
+        case .string(let text):
+            self.adoptPolicy(fromKey: text)
+        case .null:
+            try commands.command(["SET", self.names.policyKey, self.policy.description, "NX"])
+        case let other:
+            self.logger.warning("unexpected reply to GET \(self.names.policyKey)", metadata: ["reply": "\(other)"])
+        }
+        switch try commands.command(["GET", self.names.serverPoolKey]) {
+        case .string(let text):
+            self.adoptPool(fromKey: text)
+        case .null:
+            let specs = self.router.pool.specs
+            if specs.isEmpty {
+                self.logger.warning(
+                    "no \(self.names.serverPoolKey) key and no --backend: the pool is empty until a backend is added"
+                )
+            } else if try commands.command(["SET", self.names.serverPoolKey, PoolDocument.encode(specs), "NX"])
+                == .null,
+                case .string(let text) = try commands.command(["GET", self.names.serverPoolKey])
+            {
+                // Another instance seeded the key first: its pool wins.
+                self.adoptPool(fromKey: text)
+            } else {
+                self.logger.info(
+                    "seeded \(self.names.serverPoolKey) with the pool in use",
+                    metadata: ["backends": "\(specs.count)"]
+                )
+            }
+        case let other:
+            self.logger.warning("unexpected reply to GET \(self.names.serverPoolKey)", metadata: ["reply": "\(other)"])
+        }
+    }
+
+    private func adoptPolicy(fromKey text: String) {
+        do {
+            let spec = try PolicySpec(parsing: text)
+            guard spec != self.policy else { return }
+            self.router.setPolicy(try self.policies.makePolicy(spec))
+            self.policy = spec
+            self.refusedPolicyValue = nil
+            self.statistics.recordApplied()
+            self.logger.info("policy from Redis", metadata: ["policy": "\(spec)"])
+        } catch {
+            guard text != self.refusedPolicyValue else { return }
+            self.refusedPolicyValue = text
+            self.refuse(what: "key \(self.names.policyKey)", payload: text, reason: error.message)
+        }
+    }
+
+    private func adoptPool(fromKey text: String) {
+        do {
+            let specs = try PoolDocument.decode(text)
+            self.refusedPoolValue = nil
+            guard specs != self.router.pool.specs else { return }
+            try self.router.setPool(specs)
+            self.statistics.recordApplied()
+            self.logger.info(
+                "pool from Redis",
+                metadata: ["backends": "\(specs.map(\.description).joined(separator: " "))"]
+            )
+        } catch {
+            guard text != self.refusedPoolValue else { return }
+            self.refusedPoolValue = text
+            self.refuse(what: "key \(self.names.serverPoolKey)", payload: text, reason: error.message)
+        }
+    }
+
+    // MARK: Messages
+
+    private func handle(_ reply: RedisReply, commands: RedisConnection) throws {
+        // Pub/sub pushes arrive as ["message", channel, payload]; subscribe confirmations are ignored.
+        guard case .array(let parts) = reply, parts.count == 3, parts[0].text == "message",
+            let channelName = parts[1].text, let payload = parts[2].text
+        else { return }
+        guard let channel = self.names.controlChannel(named: channelName) else { return }
+        let message: ControlMessage
+        do {
+            message = try ControlMessage(channel: channel, payload: payload)
+        } catch {
+            self.refuse(what: "message on \(channelName)", payload: payload, reason: error.message)
+            return
+        }
+        switch message {
+        case .setPolicy(let spec):
+            try self.apply(policy: spec, channel: channelName, commands: commands)
+        case .addServer, .removeServer:
+            try self.apply(poolChange: message, channel: channelName, payload: payload, commands: commands)
+        }
+    }
+
+    private func apply(policy spec: PolicySpec, channel: String, commands: RedisConnection) throws {
+        let policy: any LoadBalancingPolicy
+        do {
+            policy = try self.policies.makePolicy(spec)
+        } catch {
+            self.refuse(what: "message on \(channel)", payload: spec.description, reason: error.message)
+            return
+        }
+        if spec != self.policy {
+            self.router.setPolicy(policy)
+            self.policy = spec
+            self.statistics.recordApplied()
+            self.logger.info("policy set", metadata: ["policy": "\(spec)"])
+        }
+        try commands.command(["SET", self.names.policyKey, spec.description])
+    }
+
+    private func apply(
+        poolChange message: ControlMessage,
+        channel: String,
+        payload: String,
+        commands: RedisConnection
+    ) throws {
+        if let specs = message.applied(to: self.router.pool.specs) {
+            do {
+                try self.router.setPool(specs)
+            } catch {
+                self.refuse(what: "message on \(channel)", payload: payload, reason: error.message)
+                return
+            }
+            self.statistics.recordApplied()
+            self.logger.info(
+                "\(message)",
+                metadata: ["backends": "\(specs.map(\.description).joined(separator: " "))"]
+            )
+        }
+        // Written even when the change was a no-op here: the key may not have caught up yet.
+        let (operation, address, entry): (String, HostAndPort, String)
+        switch message {
+        case .addServer(let spec): (operation, address, entry) = ("add", spec.address, PoolDocument.encodeEntry(spec))
+        case .removeServer(let removed): (operation, address, entry) = ("remove", removed, "")
+        case .setPolicy: return
+        }
+        let reply = try commands.command([
+            "EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey,
+            operation, address.description, entry, PoolDocument.encode(self.router.pool.specs),
+        ])
+        if case .error(let error) = reply {
+            self.logger.warning("could not update \(self.names.serverPoolKey)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func refuse(what: String, payload: String, reason: String) {
+        self.statistics.recordRefused()
+        let shown = payload.count > 200 ? String(payload.prefix(200)) + "..." : payload
+        self.logger.warning(
+            "refused \(what): \(reason)",
+            metadata: ["payload": "\(shown)"]
+        )
+    }
+}

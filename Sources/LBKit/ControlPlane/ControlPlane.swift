@@ -1,0 +1,96 @@
+import Atomics
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Keeps the router in step with Redis: applies `addServer`, `removeServer` and `setPolicy`
+/// messages, writes the resulting pool and policy back to their keys, and on every (re)connect
+/// re-reads the keys so that nothing published while it was cut off is lost.
+///
+/// All Redis I/O happens on one dedicated thread, never on the event loops that relay traffic; the
+/// data plane sees the results only through the router's atomic table swap. This type is the
+/// thread-safe handle; `ControlLoop` is the state confined to that thread.
+public final class ControlPlane: Sendable {
+    public let statistics = ControlPlaneStatistics()
+    private let configuration: ControlPlaneConfiguration
+    private let router: Router
+    private let policies: PolicyRegistry
+    private let initialPolicy: PolicySpec
+    private let logger: Logger
+    private let stopRequested = ManagedAtomic<Bool>(false)
+    private let firstSync = Completion()
+    private let finished = Completion()
+
+    /// - Parameter initialPolicy: the spec of the policy the router starts with (from `--policy`);
+    ///   seeds the `policy` key when it is missing.
+    public init(
+        configuration: ControlPlaneConfiguration,
+        router: Router,
+        policies: PolicyRegistry,
+        initialPolicy: PolicySpec,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.policies = policies
+        self.initialPolicy = initialPolicy
+        self.logger = logger
+    }
+
+    /// Starts the control thread and waits until its first attempt to reach Redis has read the keys
+    /// or failed (bounded by the command timeout), so the proxy starts with Redis's pool when it can.
+    public func start() async {
+        let loop = ControlLoop(
+            configuration: self.configuration,
+            router: self.router,
+            policies: self.policies,
+            policy: self.initialPolicy,
+            logger: self.logger,
+            statistics: self.statistics
+        )
+        let stopRequested = self.stopRequested
+        let firstSync = self.firstSync
+        let finished = self.finished
+        let thread = Thread {
+            loop.run(shouldStop: { stopRequested.load(ordering: .relaxed) }, firstSyncDone: { firstSync.complete() })
+            firstSync.complete()
+            finished.complete()
+        }
+        thread.name = "l4lb-control-plane"
+        thread.start()
+        await firstSync.wait()
+    }
+
+    /// Asks the control thread to stop and waits until it has closed its connections.
+    public func stop() async {
+        self.stopRequested.store(true, ordering: .relaxed)
+        await self.finished.wait()
+    }
+}
+
+/// A one-shot signal that async code can wait for.
+final class Completion: Sendable {
+    private let state = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func complete() {
+        let waiters = self.state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            guard !state.done else { return [] }
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = self.state.withLockedValue { state -> Bool in
+                if state.done { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+import NIOCore
+
+/// How the control plane reaches Redis and what it calls things there.
+public struct ControlPlaneConfiguration: Sendable {
+    public var endpoint: RedisEndpoint
+    public var names: RedisNames
+    /// Bound on connecting and on each command's reply.
+    public var commandTimeout: TimeAmount
+    /// First wait before reconnecting after Redis is lost; doubles up to `maximumReconnectDelay`.
+    public var initialReconnectDelay: TimeAmount
+    public var maximumReconnectDelay: TimeAmount
+
+    public init(
+        endpoint: RedisEndpoint,
+        names: RedisNames = RedisNames(),
+        commandTimeout: TimeAmount = .seconds(3),
+        initialReconnectDelay: TimeAmount = .milliseconds(100),
+        maximumReconnectDelay: TimeAmount = .seconds(5)
+    ) {
+        self.endpoint = endpoint
+        self.names = names
+        self.commandTimeout = commandTimeout
+        self.initialReconnectDelay = initialReconnectDelay
+        self.maximumReconnectDelay = maximumReconnectDelay
+    }
+}

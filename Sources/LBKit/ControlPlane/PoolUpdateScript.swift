@@ -1,0 +1,60 @@
+/// The Lua script that applies one add or remove to the `serverPool` key inside Redis, atomically.
+///
+/// Every instance that receives a message runs it. Because it is an upsert or a delete by address
+/// on whatever the key holds at that moment, running it twice changes nothing, and the last message
+/// about an address decides its presence, whichever instance runs last: instances converge, and
+/// the key never holds an address twice.
+///
+/// KEYS[1] the pool key. ARGV[1] "add" or "remove"; ARGV[2] the address; ARGV[3] the entry as JSON
+/// (for add); ARGV[4] the instance's whole pool as JSON, written when the key is missing, is not a
+/// JSON array, or holds an entry that is plainly not a backend (so a broken key is repaired by the
+/// next change instead of blocking every change). The entry check here is coarse (shape and port);
+/// l4lb validates every entry fully whenever it reads the key.
+enum PoolUpdateScript {
+    static let source = """
+        local function address_of(entry)
+          if type(entry) == 'table' then return entry['address'] end
+          return entry
+        end
+        local function plausible(entry)
+          local address = address_of(entry)
+          if type(address) ~= 'string' then return false end
+          if type(entry) == 'table' and entry['weight'] ~= nil and type(entry['weight']) ~= 'number' then
+            return false
+          end
+          local port = tonumber(string.match(address, ':(%d+)$'))
+          return port ~= nil and port >= 1 and port <= 65535
+        end
+        local raw = redis.call('GET', KEYS[1])
+        local ok, pool = false, nil
+        if raw then ok, pool = pcall(cjson.decode, raw) end
+        local valid = ok and type(pool) == 'table' and (next(pool) == nil or pool[1] ~= nil)
+        if valid then
+          for _, entry in ipairs(pool) do
+            if not plausible(entry) then valid = false end
+          end
+        end
+        if not valid then
+          redis.call('SET', KEYS[1], ARGV[4])
+          return 'replaced'
+        end
+        local out, found = {}, false
+        for _, entry in ipairs(pool) do
+          if address_of(entry) == ARGV[2] then
+            if ARGV[1] == 'add' and not found then
+              table.insert(out, cjson.decode(ARGV[3]))
+              found = true
+            end
+          else
+            table.insert(out, entry)
+          end
+        end
+        if ARGV[1] == 'add' and not found then table.insert(out, cjson.decode(ARGV[3])) end
+        if #out == 0 then
+          redis.call('SET', KEYS[1], '[]')
+        else
+          redis.call('SET', KEYS[1], cjson.encode(out))
+        end
+        return 'updated'
+        """
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import LBKit
+
+/// `l4lb ctl`: the control messages without typing Redis commands. Each message is checked here
+/// with the same decoder l4lb uses, so a typo is caught before it is published.
+struct ControlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Manage running l4lb instances through Redis.",
+        subcommands: [AddServer.self, RemoveServer.self, SetPolicy.self, ShowPool.self]
+    )
+
+    struct AddServer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-server",
+            abstract: "Add a backend to the pool: HOST:PORT[,weight=N][,region=R] or a JSON object."
+        )
+        @Argument var backend: String
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws { try publish(.addServer, self.backend, self.redis) }
+    }
+
+    struct RemoveServer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "remove-server",
+            abstract: "Remove a backend from the pool; its open connections finish."
+        )
+        @Argument var backend: String
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws { try publish(.removeServer, self.backend, self.redis) }
+    }
+
+    struct SetPolicy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-policy",
+            abstract: "Switch the policy for new clients: NAME, optionally followed by a JSON object."
+        )
+        @Argument var policy: String
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws { try publish(.setPolicy, self.policy, self.redis) }
+    }
+
+    struct ShowPool: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pool",
+            abstract: "Print the pool and the policy that l4lb instances are using."
+        )
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws {
+            let (connection, names) = try connect(self.redis)
+            do {
+                let policy = try connection.command(["GET", names.policyKey]).text ?? "(not set)"
+                let pool = try connection.command(["GET", names.serverPoolKey]).text
+                print("policy: \(policy)")
+                guard let pool else {
+                    print("pool: (not set)")
+                    return
+                }
+                do {
+                    let specs = try PoolDocument.decode(pool)
+                    print("pool: \(specs.count) backend\(specs.count == 1 ? "" : "s")")
+                    for spec in specs { print("  \(spec)") }
+                } catch {
+                    print("pool: \(pool)")
+                    throw exitWithOperatorError("\(names.serverPoolKey) is not valid: \(error.message)")
+                }
+            } catch let error as RedisConnection.Failure {
+                throw exitWithOperatorError(error.description)
+            }
+        }
+    }
+}
+
+private func connect(_ options: RedisOptions) throws -> (RedisConnection, RedisNames) {
+    var options = options
+    if options.redis == nil { options.redis = "redis://127.0.0.1:6379" }
+    do {
+        guard let configuration = try options.makeConfiguration() else {
+            preconditionFailure("--redis has a default here")
+        }
+        return (try RedisConnection(configuration.endpoint, timeout: configuration.commandTimeout), configuration.names)
+    } catch let error as L4LBError {
+        throw exitWithOperatorError(error.message)
+    } catch {
+        throw exitWithOperatorError("\(error)")
+    }
+}
+
+private func publish(_ channel: ControlChannel, _ payload: String, _ options: RedisOptions) throws {
+    do {
+        _ = try ControlMessage(channel: channel, payload: payload)
+    } catch {
+        throw exitWithOperatorError("\(channel.rawValue): \(error.message)")
+    }
+    let (connection, names) = try connect(options)
+    do {
+        let reply = try connection.command(["PUBLISH", names.channel(channel), payload])
+        guard case .integer(let receivers) = reply else {
+            throw exitWithOperatorError("Redis refused PUBLISH: \(reply)")
+        }
+        print(
+            "published to \(names.channel(channel)); \(receivers) l4lb instance\(receivers == 1 ? "" : "s") listening"
+        )
+    } catch let error as RedisConnection.Failure {
+        throw exitWithOperatorError(error.description)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import LBKit
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real redis-server on 127.0.0.1, started for one test and stopped by PID. Its data directory is
+/// private, so a restart after SAVE finds what was saved.
+final class RedisServer: @unchecked Sendable {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    let port: Int
+    let directory: URL
+    private var process: Process?
+
+    /// Starts redis-server; fails the test (never skips it) if it cannot start.
+    init() async throws {
+        self.port = TestPorts.refusingPort()
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "l4lb-redis-\(UUID().uuidString)"
+        )
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        try await self.start()
+    }
+
+    deinit {
+        self.kill()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    var url: String { "redis://127.0.0.1:\(self.port)" }
+    var endpoint: RedisEndpoint { RedisEndpoint(transport: .tcp(host: "127.0.0.1", port: self.port)) }
+
+    /// Starts (or restarts) the server on the same port and directory.
+    func start() async throws {
+        let candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw Failure(description: "redis-server is not installed: run scripts/test, which installs it")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--port", "\(self.port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", self.directory.path, "--dbfilename", "dump.rdb", "--daemonize", "no",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        let up = await eventually(timeoutSeconds: 10) {
+            (try? RedisConnection(self.endpoint, timeout: .milliseconds(200)).command(["PING"])) == .status("PONG")
+        }
+        guard up else {
+            self.kill()
+            throw Failure(description: "redis-server did not answer PING on port \(self.port) within 10 s")
+        }
+    }
+
+    /// A fresh client connection to this server.
+    func client() throws -> RedisConnection {
+        try RedisConnection(self.endpoint)
+    }
+
+    /// Stops the server by PID and waits for it.
+    func kill() {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
