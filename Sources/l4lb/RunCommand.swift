@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LBKit
 import Logging
 import NIOCore
@@ -52,7 +53,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Option(help: "This instance's name in health events and its Redis status key (default: host name and pid).")
+    var instanceID: String?
+
     @OptionGroup var redis: RedisOptions
+
+    @OptionGroup var health: HealthOptions
 
     func run() async throws {
         let settings: (ProxyConfiguration, PolicySpec, Logger.Level)
@@ -82,18 +88,38 @@ struct RunCommand: AsyncParsableCommand {
         }
         // Redis first: when it is reachable, its pool and policy are in force before the first client.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var controlPlane: ControlPlane?
         if let controlPlaneConfiguration {
-            let controlPlane = ControlPlane(
+            let started = ControlPlane(
                 configuration: controlPlaneConfiguration,
                 router: router,
                 policies: policies,
                 initialPolicy: policySpec,
                 logger: logger
             )
-            await controlPlane.start()
-            services.append(.init(service: ControlPlaneService(controlPlane: controlPlane)))
+            await started.start()
+            services.append(.init(service: ControlPlaneService(controlPlane: started)))
+            controlPlane = started
         }
-        let server = ProxyServer(configuration: configuration, router: router, logger: logger)
+        let publisher = controlPlane
+        let server = ProxyServer(
+            configuration: configuration,
+            router: router,
+            logger: logger,
+            healthEvents: { event in publisher?.publishEvent(event.json) }
+        )
+        if let controlPlane {
+            let startedAt = Date()
+            let instance = configuration.instanceID
+            controlPlane.reportStatus(instance: instance) { [statistics = controlPlane.statistics] in
+                InstanceStatus.json(
+                    instance: instance,
+                    startedAt: startedAt,
+                    router: router,
+                    redisConnected: statistics.isConnected
+                )
+            }
+        }
         do {
             try await server.start()
         } catch {
@@ -161,6 +187,10 @@ struct RunCommand: AsyncParsableCommand {
                 "--log-level: '\(self.logLevel)' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
             )
         }
+        let health = try self.health.makeSettings(probeTimeout: connectTimeout)
+        if let instanceID = self.instanceID, instanceID.isEmpty || instanceID.contains(" ") {
+            throw L4LBError(.invalidValue, "--instance-id must be a non-empty word without spaces")
+        }
         let configuration = ProxyConfiguration(
             listen: listen,
             backends: backends,
@@ -169,7 +199,9 @@ struct RunCommand: AsyncParsableCommand {
             maxConnections: self.maxConnections == 0 ? nil : self.maxConnections,
             connectAttempts: self.connectAttempts,
             drainTimeout: drainTimeout,
-            eventLoopThreads: self.threads == 0 ? System.coreCount : self.threads
+            eventLoopThreads: self.threads == 0 ? System.coreCount : self.threads,
+            health: health,
+            instanceID: self.instanceID ?? ProxyConfiguration.defaultInstanceID
         )
         return (configuration, policy, level)
     }

@@ -1,22 +1,30 @@
 import NIOCore
 
 /// One backend as the data plane sees it: its spec, the address to connect to (resolved when the
-/// pool was built, so no resolver runs per connection) and its live counters.
+/// pool was built, so no resolver runs per connection), its live counters and its health.
 public final class Backend: Sendable, CustomStringConvertible {
     public let spec: BackendSpec
     public let socketAddress: SocketAddress
     public let counters: BackendCounters
+    public let health: BackendHealthStatus
 
-    public init(spec: BackendSpec, socketAddress: SocketAddress, counters: BackendCounters = BackendCounters()) {
+    public init(
+        spec: BackendSpec,
+        socketAddress: SocketAddress,
+        counters: BackendCounters = BackendCounters(),
+        health: BackendHealthStatus = BackendHealthStatus()
+    ) {
         self.spec = spec
         self.socketAddress = socketAddress
         self.counters = counters
+        self.health = health
     }
 
     public var address: HostAndPort { self.spec.address }
     public var weight: Int { self.spec.weight }
     public var region: String? { self.spec.region }
     public var activeConnections: Int { self.counters.activeConnections }
+    public var isRetired: Bool { self.health.isRetired }
 
     public var description: String { self.spec.address.description }
 }

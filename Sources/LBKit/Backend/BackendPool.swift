@@ -4,10 +4,13 @@ public final class BackendPool: Sendable {
     public let backends: [Backend]
     /// Increases with every snapshot a `Router` publishes; tells policies' tables which pool they fit.
     public let generation: UInt64
+    /// The router's panic switch: on when every backend is retired.
+    public let panic: PanicSwitch
 
-    public init(backends: [Backend], generation: UInt64) {
+    public init(backends: [Backend], generation: UInt64, panic: PanicSwitch = PanicSwitch()) {
         self.backends = backends
         self.generation = generation
+        self.panic = panic
     }
 
     public static let empty = BackendPool(backends: [], generation: 0)
@@ -25,9 +28,10 @@ public final class BackendPool: Sendable {
 }
 
 extension BackendPool {
-    /// Whether a policy may pick backend `index` for a client that must avoid `excluded`.
+    /// Whether a policy may pick backend `index` for a client that must avoid `excluded`: not
+    /// excluded, and not retired unless the pool is in panic mode.
     @inlinable
     public func isEligible(_ index: Int, excluding excluded: BackendExclusions) -> Bool {
-        !excluded.contains(index)
+        !excluded.contains(index) && (!self.backends[index].isRetired || self.panic.isOn)
     }
 }

@@ -25,9 +25,20 @@ public final class Router: Sendable {
     private let current: ManagedAtomic<RoutingTable>
     private let updateLock = NIOLock()
     private let nextGeneration = ManagedAtomic<UInt64>(1)
+    private let observers = NIOLockedValueBox<[@Sendable (BackendPool) -> Void]>([])
+    /// Shared by every pool this router builds; the health checker turns it on and off.
+    public let panic = PanicSwitch()
 
-    public init(policy: any LoadBalancingPolicy, pool: BackendPool = .empty) {
-        self.current = ManagedAtomic(RoutingTable(pool: pool, policy: policy))
+    public init(policy: any LoadBalancingPolicy) {
+        self.current = ManagedAtomic(
+            RoutingTable(pool: BackendPool(backends: [], generation: 0, panic: self.panic), policy: policy)
+        )
+    }
+
+    /// Calls `observer` with every pool installed from now on, after it is in force (on the thread
+    /// that changed it; the observer must not block).
+    public func observePoolChanges(_ observer: @escaping @Sendable (BackendPool) -> Void) {
+        self.observers.withLockedValue { $0.append(observer) }
     }
 
     /// The table in force now.
@@ -37,7 +48,8 @@ public final class Router: Sendable {
     public var policy: any LoadBalancingPolicy { self.table.policy }
 
     /// Resolves `specs` and installs them as the new pool. A backend already in the pool keeps its
-    /// counters, even when its weight or region changed; a repeated address is kept once (the first).
+    /// counters and health, even when its weight or region changed; a repeated address is kept once
+    /// (the first).
     /// Throws, changing nothing, if an address does not resolve.
     @discardableResult
     public func setPool(_ specs: [BackendSpec]) throws(L4LBError) -> BackendPool {
@@ -48,19 +60,29 @@ public final class Router: Sendable {
         for spec in unique {
             resolved.append((spec, try BackendResolver.resolve(spec.address)))
         }
-        return self.updateLock.withLock {
+        let pool = self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)
             let backends = resolved.map { spec, socketAddress in
-                let counters = old.pool.backends.first { $0.address == spec.address }?.counters ?? BackendCounters()
-                return Backend(spec: spec, socketAddress: socketAddress, counters: counters)
+                let previous = old.pool.backends.first { $0.address == spec.address }
+                return Backend(
+                    spec: spec,
+                    socketAddress: socketAddress,
+                    counters: previous?.counters ?? BackendCounters(),
+                    health: previous?.health ?? BackendHealthStatus()
+                )
             }
             let pool = BackendPool(
                 backends: backends,
-                generation: self.nextGeneration.loadThenWrappingIncrement(ordering: .relaxed)
+                generation: self.nextGeneration.loadThenWrappingIncrement(ordering: .relaxed),
+                panic: self.panic
             )
             self.current.store(RoutingTable(pool: pool, policy: old.policy), ordering: .releasing)
             return pool
         }
+        for observer in self.observers.withLockedValue({ $0 }) {
+            observer(pool)
+        }
+        return pool
     }
 
     /// Installs `policy` for the next clients; open connections are not touched.

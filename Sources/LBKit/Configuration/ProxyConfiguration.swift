@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// Everything the data plane needs, with the defaults an operator gets when a flag is not given.
@@ -25,6 +26,10 @@ public struct ProxyConfiguration: Sendable {
     /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
     /// from it until the backend is connected.
     public var maxPendingBytes: Int
+    /// When backends are retired and restored (passive detection is always on).
+    public var health: HealthSettings
+    /// This instance's name in health events and status: by default host name and process id.
+    public var instanceID: String
 
     public init(
         listen: [HostAndPort],
@@ -36,7 +41,9 @@ public struct ProxyConfiguration: Sendable {
         drainTimeout: TimeAmount = .seconds(10),
         eventLoopThreads: Int = System.coreCount,
         backlog: Int = 4096,
-        maxPendingBytes: Int = 256 * 1024
+        maxPendingBytes: Int = 256 * 1024,
+        health: HealthSettings = HealthSettings(),
+        instanceID: String = ProxyConfiguration.defaultInstanceID
     ) {
         self.listen = listen
         self.backends = backends
@@ -48,5 +55,11 @@ public struct ProxyConfiguration: Sendable {
         self.eventLoopThreads = eventLoopThreads
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
+        self.health = health
+        self.instanceID = instanceID
+    }
+
+    public static var defaultInstanceID: String {
+        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
     }
 }

@@ -19,6 +19,8 @@ final class ControlLoop: @unchecked Sendable {
     private let policies: PolicyRegistry
     private let logger: Logger
     private let statistics: ControlPlaneStatistics
+    private let outbox: ControlOutbox
+    private var nextStatusReport = NIODeadline.uptimeNanoseconds(0)
     private var names: RedisNames { self.configuration.names }
     private var policy: PolicySpec
     private var state = ConnectionState.neverConnected
@@ -32,7 +34,8 @@ final class ControlLoop: @unchecked Sendable {
         policies: PolicyRegistry,
         policy: PolicySpec,
         logger: Logger,
-        statistics: ControlPlaneStatistics
+        statistics: ControlPlaneStatistics,
+        outbox: ControlOutbox
     ) {
         self.configuration = configuration
         self.router = router
@@ -40,6 +43,7 @@ final class ControlLoop: @unchecked Sendable {
         self.policy = policy
         self.logger = logger
         self.statistics = statistics
+        self.outbox = outbox
     }
 
     func run(shouldStop: () -> Bool, firstSyncDone: () -> Void) {
@@ -66,10 +70,12 @@ final class ControlLoop: @unchecked Sendable {
                 // read; applying them afterwards is safe because every change is idempotent.
                 try self.synchronize(commands)
                 firstSyncDone()
+                self.nextStatusReport = .uptimeNanoseconds(0)
                 while !shouldStop() {
                     if let reply = try subscriber.nextReply(waitingUpTo: 100) {
                         try self.handle(reply, commands: commands)
                     }
+                    try self.sendOutbox(commands)
                 }
             } catch {
                 self.statistics.recordDisconnected()
@@ -101,6 +107,30 @@ final class ControlLoop: @unchecked Sendable {
         while Date() < deadline, !shouldStop() {
             Thread.sleep(forTimeInterval: 0.02)
         }
+    }
+
+    // MARK: Events and status
+
+    /// How often the status key is rewritten, and how long it lives without a rewrite.
+    private static let statusInterval = TimeAmount.seconds(5)
+    private static let statusTTLSeconds = 15
+
+    private func sendOutbox(_ commands: RedisConnection) throws {
+        let (events, dropped) = self.outbox.drain()
+        if dropped > 0 {
+            self.logger.warning(
+                "dropped health events while Redis was unreachable",
+                metadata: ["dropped": "\(dropped)"]
+            )
+        }
+        for event in events {
+            try commands.command(["PUBLISH", self.names.eventsChannel, event])
+        }
+        guard let status = self.outbox.status, NIODeadline.now() >= self.nextStatusReport else { return }
+        self.nextStatusReport = .now() + Self.statusInterval
+        try commands.command([
+            "SET", self.names.statusKey(instance: status.instance), status.make(), "EX", "\(Self.statusTTLSeconds)",
+        ])
     }
 
     // MARK: Reading the keys

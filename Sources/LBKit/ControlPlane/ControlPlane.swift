@@ -21,6 +21,7 @@ public final class ControlPlane: Sendable {
     private let stopRequested = ManagedAtomic<Bool>(false)
     private let firstSync = Completion()
     private let finished = Completion()
+    private let outbox = ControlOutbox()
 
     /// - Parameter initialPolicy: the spec of the policy the router starts with (from `--policy`);
     ///   seeds the `policy` key when it is missing.
@@ -38,6 +39,18 @@ public final class ControlPlane: Sendable {
         self.logger = logger
     }
 
+    /// Queues `json` for publication on the `events` channel; sent by the control thread within
+    /// about 100 ms while Redis is connected, dropped (with the count logged) when the queue is full.
+    public func publishEvent(_ json: String) {
+        self.outbox.append(json)
+    }
+
+    /// Reports this instance's state in the key `status:<instance>` (with the prefix), refreshed
+    /// every few seconds with a TTL, so that `redis-cli keys 'status:*'` lists live instances.
+    public func reportStatus(instance: String, _ status: @escaping @Sendable () -> String) {
+        self.outbox.setStatus(instance: instance, status)
+    }
+
     /// Starts the control thread and waits until its first attempt to reach Redis has read the keys
     /// or failed (bounded by the command timeout), so the proxy starts with Redis's pool when it can.
     public func start() async {
@@ -47,7 +60,8 @@ public final class ControlPlane: Sendable {
             policies: self.policies,
             policy: self.initialPolicy,
             logger: self.logger,
-            statistics: self.statistics
+            statistics: self.statistics,
+            outbox: self.outbox
         )
         let stopRequested = self.stopRequested
         let firstSync = self.firstSync

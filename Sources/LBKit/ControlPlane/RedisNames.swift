@@ -14,6 +14,10 @@ public struct RedisNames: Hashable, Sendable {
     public var serverPoolKey: String { self.name("serverPool") }
     public var policyKey: String { self.name("policy") }
     public func channel(_ channel: ControlChannel) -> String { self.name(channel.rawValue) }
+    /// The channel health events are published on.
+    public var eventsChannel: String { self.name("events") }
+    /// The per-instance status key, refreshed with a TTL so that a dead instance's status expires.
+    public func statusKey(instance: String) -> String { self.name("status:\(instance)") }
 
     /// The control channel a subscription message came from, if it is one of ours.
     public func controlChannel(named name: String) -> ControlChannel? {

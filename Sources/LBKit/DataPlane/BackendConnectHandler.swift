@@ -18,6 +18,7 @@ final class BackendConnectHandler {
         var connectAttempts: Int
         var maxPendingBytes: Int
         var logger: Logger
+        var health: HealthChecker
         var noBackendLog: RateLimitedLog
         var connectFailureLog: RateLimitedLog
     }
@@ -129,6 +130,7 @@ extension BackendConnectHandler {
             return
         }
         self.state = .relaying
+        self.dependencies.health.connectSucceeded(backend)
         let glue = GlueHandler.matchedPair()
         do {
             try backendChannel.pipeline.syncOperations.addHandler(glue.backend)
@@ -163,6 +165,7 @@ extension BackendConnectHandler {
     private func connectFailed(_ error: Error, context: ChannelHandlerContext) {
         guard case .connecting(let backend, let index) = self.state else { return }
         backend.counters.connectFailed()
+        self.dependencies.health.connectFailed(backend, error: error)
         self.release(backend)
         self.excluded.insert(index)
         self.dependencies.connectFailureLog.warning(

@@ -15,15 +15,20 @@ public final class ProxyServer: Sendable {
     private let dependencies: BackendConnectHandler.Dependencies
     private let logger: Logger
     private let listeners = NIOLockedValueBox<[Channel]>([])
+    /// Retires dead backends and brings them back.
+    public let health: HealthChecker
     private let overloadLog = RateLimitedLog()
 
-    /// - Parameter group: event loops to run on; by default the server makes and owns
-    ///   `configuration.eventLoopThreads` of them.
+    /// - Parameters:
+    ///   - group: event loops to run on; by default the server makes and owns
+    ///     `configuration.eventLoopThreads` of them.
+    ///   - healthEvents: called with every backend health change, to publish it.
     public init(
         configuration: ProxyConfiguration,
         router: Router,
         logger: Logger,
-        group: MultiThreadedEventLoopGroup? = nil
+        group: MultiThreadedEventLoopGroup? = nil,
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
     ) {
         self.configuration = configuration
         self.router = router
@@ -33,12 +38,21 @@ public final class ProxyServer: Sendable {
         let loops = Array(self.group.makeIterator())
         self.connector = BackendConnector(loops: loops, connectTimeout: configuration.connectTimeout)
         self.registry = ConnectionRegistry(loops: loops)
+        self.health = HealthChecker(
+            router: router,
+            settings: configuration.health,
+            loop: loops[0],
+            instance: configuration.instanceID,
+            logger: logger,
+            events: healthEvents
+        )
         self.dependencies = .init(
             router: router,
             connector: self.connector,
             connectAttempts: max(1, configuration.connectAttempts),
             maxPendingBytes: configuration.maxPendingBytes,
             logger: logger,
+            health: self.health,
             noBackendLog: RateLimitedLog(),
             connectFailureLog: RateLimitedLog()
         )
@@ -102,6 +116,7 @@ public final class ProxyServer: Sendable {
 
     /// Stops accepting, closes everything and, if the server made its event loops, stops them.
     public func shutdown() async {
+        await self.health.stop()
         await self.stopAccepting()
         await self.closeAllConnections()
         if self.ownsGroup {

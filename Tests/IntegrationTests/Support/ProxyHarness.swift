@@ -18,7 +18,8 @@ struct ProxyHarness {
         backends: [BackendSpec],
         policy: any LoadBalancingPolicy = RoundRobinPolicy(),
         threads: Int = 2,
-        configure: (inout ProxyConfiguration) -> Void = { _ in }
+        configure: (inout ProxyConfiguration) -> Void = { _ in },
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
     ) async throws -> ProxyHarness {
         var configuration = ProxyConfiguration(listen: [HostAndPort(host: "127.0.0.1", port: 0)], backends: backends)
         configuration.eventLoopThreads = threads
@@ -27,7 +28,12 @@ struct ProxyHarness {
         try router.setPool(configuration.backends)
         var logger = Logger(label: "l4lb-test")
         logger.logLevel = .critical
-        let server = ProxyServer(configuration: configuration, router: router, logger: logger)
+        let server = ProxyServer(
+            configuration: configuration,
+            router: router,
+            logger: logger,
+            healthEvents: healthEvents
+        )
         let addresses = try await server.start()
         return ProxyHarness(server: server, router: router, port: addresses[0].port!)
     }
@@ -77,4 +83,14 @@ func eventually(timeoutSeconds: Double = 5, _ condition: () -> Bool) async -> Bo
         try? await Task.sleep(nanoseconds: 20_000_000)
     }
     return condition()
+}
+
+/// `eventually` for conditions that must be awaited.
+func eventuallyAsync(timeoutSeconds: Double = 5, _ condition: () async -> Bool) async -> Bool {
+    let steps = Int(timeoutSeconds / 0.02)
+    for _ in 0..<steps {
+        if await condition() { return true }
+        try? await Task.sleep(nanoseconds: 20_000_000)
+    }
+    return await condition()
 }

@@ -34,10 +34,12 @@ final class TestBackend: Sendable {
         self.channel = channel
     }
 
+    /// - Parameter port: 0 for a port of the kernel's choice; a fixed port to restart a backend.
     static func start(
         _ behavior: Behavior,
         group: EventLoopGroup,
-        host: String = "127.0.0.1"
+        host: String = "127.0.0.1",
+        port: Int = 0
     ) async throws -> TestBackend {
         let state = SharedState()
         let name: String
@@ -56,7 +58,7 @@ final class TestBackend: Sendable {
                     try child.pipeline.syncOperations.addHandler(BackendHandler(behavior: behavior, state: state))
                 }
             }
-            .bind(host: host, port: 0).get()
+            .bind(host: host, port: port).get()
         let backend = TestBackend(name: name, port: channel.localAddress!.port!, channel: channel)
         state.backend.withLockedValue { $0 = backend }
         return backend

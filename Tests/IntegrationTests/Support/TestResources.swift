@@ -9,8 +9,12 @@ final class TestResources: Sendable {
     private let stops = NIOLockedValueBox<[@Sendable () async -> Void]>([])
     let group = MultiThreadedEventLoopGroup.singleton
 
-    func backend(_ behavior: TestBackend.Behavior, host: String = "127.0.0.1") async throws -> TestBackend {
-        let backend = try await TestBackend.start(behavior, group: self.group, host: host)
+    func backend(
+        _ behavior: TestBackend.Behavior,
+        host: String = "127.0.0.1",
+        port: Int = 0
+    ) async throws -> TestBackend {
+        let backend = try await TestBackend.start(behavior, group: self.group, host: host, port: port)
         self.onStop { await backend.stop() }
         return backend
     }
@@ -26,9 +30,15 @@ final class TestResources: Sendable {
     func proxy(
         backends: [BackendSpec],
         policy: any LoadBalancingPolicy = RoundRobinPolicy(),
-        configure: (inout ProxyConfiguration) -> Void = { _ in }
+        configure: (inout ProxyConfiguration) -> Void = { _ in },
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
     ) async throws -> ProxyHarness {
-        let proxy = try await ProxyHarness.start(backends: backends, policy: policy, configure: configure)
+        let proxy = try await ProxyHarness.start(
+            backends: backends,
+            policy: policy,
+            configure: configure,
+            healthEvents: healthEvents
+        )
         self.onStop { await proxy.stop() }
         return proxy
     }

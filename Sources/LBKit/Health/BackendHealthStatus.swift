@@ -1,0 +1,33 @@
+import Atomics
+
+/// What the data plane needs to know of a backend's health, readable with one relaxed atomic load
+/// per pick. Shared by every pool snapshot that contains the backend, like its counters; written only
+/// by the `HealthChecker`.
+public final class BackendHealthStatus: Sendable {
+    private let retired = ManagedAtomic<Bool>(false)
+    private let failing = ManagedAtomic<Bool>(false)
+
+    public init() {}
+
+    /// Retired backends get no new clients (except in panic mode, when every backend is retired).
+    public var isRetired: Bool { self.retired.load(ordering: .relaxed) }
+
+    /// Set while a failure has been seen and not yet cleared by a success, so that the data plane
+    /// reports successes to the health checker only when they matter, not on every connection.
+    var hasUnclearedFailures: Bool { self.failing.load(ordering: .relaxed) }
+
+    func setRetired(_ value: Bool) { self.retired.store(value, ordering: .relaxed) }
+    func setFailing(_ value: Bool) { self.failing.store(value, ordering: .relaxed) }
+}
+
+/// On when every backend of the pool is retired: then policies may pick retired backends again,
+/// because trying a backend that may have recovered beats refusing every client.
+public final class PanicSwitch: Sendable {
+    private let on = ManagedAtomic<Bool>(false)
+
+    public init() {}
+
+    public var isOn: Bool { self.on.load(ordering: .relaxed) }
+
+    func set(_ value: Bool) { self.on.store(value, ordering: .relaxed) }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import LBKit
+import NIOConcurrencyHelpers
+import Testing
+
+/// Backends killed and restarted during the test: retired at once, back by themselves, and no
+/// client sees the difference while some backend is alive.
+@Suite("Backend health")
+struct HealthTests {
+    /// Fast probing so that the tests run in a second or two; the logic is the same at any speed.
+    static func fastHealth(_ configuration: inout ProxyConfiguration) {
+        configuration.health.probeInterval = .milliseconds(100)
+        configuration.health.probeMaximumInterval = .milliseconds(400)
+        configuration.health.probeTimeout = .milliseconds(300)
+        configuration.connectTimeout = .milliseconds(300)
+    }
+
+    @Test(
+        "a backend killed while clients connect in a loop: every client succeeds, the backend is retired, and once restarted it is back within probe interval x rise"
+    )
+    func killAndRestart() async throws {
+        try await withTestResources { r in
+            let backends = try await r.greeters(["a", "b"])
+            let proxy = try await r.proxy(backends: backends.map(\.spec), configure: Self.fastHealth)
+            let deadPort = backends[0].port
+
+            var served: [String] = []
+            for index in 0..<40 {
+                if index == 10 { await backends[0].stop() }
+                served.append(try BlockingClient.greeting(port: proxy.port))
+            }
+            #expect(served.count == 40)
+            #expect(served.suffix(20).allSatisfy { $0 == "b" })
+            let dead = try #require(proxy.router.pool.backends.first { $0.address.port == deadPort })
+            #expect(await eventually { dead.isRetired })
+
+            _ = try await r.backend(.greet("a"), port: deadPort)
+            // Probe interval 100 ms (backed off to at most 400 ms) x rise 2, plus a margin.
+            #expect(await eventually(timeoutSeconds: 3) { !dead.isRetired })
+            var after = Set<String>()
+            for _ in 0..<6 { after.insert(try BlockingClient.greeting(port: proxy.port)) }
+            #expect(after == ["a", "b"])
+        }
+    }
+
+    @Test("a backend that never answers: connect timeout, retired, clients served elsewhere")
+    func neverAnswers() async throws {
+        try await withTestResources { r in
+            let alive = try await r.backend(.greet("a"))
+            let blackhole = BlackholeListener()
+            let silent = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port))
+            let proxy = try await r.proxy(backends: [silent, alive.spec]) { configuration in
+                Self.fastHealth(&configuration)
+                configuration.connectTimeout = .milliseconds(200)
+                configuration.health.retireAfter = 1
+            }
+            for _ in 0..<6 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+            let silentBackend = try #require(proxy.router.pool.backends.first { $0.address == silent.address })
+            #expect(silentBackend.isRetired)
+            // Retired after the first timeout: later clients were not made to wait for it again.
+            #expect(silentBackend.counters.connectFailures <= 2)
+            withExtendedLifetime(blackhole) {}
+        }
+    }
+
+    @Test("all backends dead: panic mode tries them all; one comes back: normal again")
+    func panicMode() async throws {
+        try await withTestResources { r in
+            let ports = [TestPorts.refusingPort(), TestPorts.refusingPort()]
+            let specs = ports.map { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: $0)) }
+            let proxy = try await r.proxy(backends: specs, configure: Self.fastHealth)
+
+            #expect(try BlockingClient(port: proxy.port).readLine() == nil)
+            #expect(await eventually { proxy.router.panic.isOn })
+            #expect(proxy.router.pool.backends.allSatisfy { $0.isRetired })
+            // In panic mode retired backends are still tried: a client that arrives when one is back
+            // gets through even before the probes restore it.
+            _ = try await r.backend(.greet("back"), port: ports[1])
+            #expect(try BlockingClient.greeting(port: proxy.port) == "back")
+            #expect(await eventually(timeoutSeconds: 3) { !proxy.router.panic.isOn })
+            #expect(!proxy.router.pool.backends[1].isRetired)
+            #expect(proxy.router.pool.backends[0].isRetired)
+            for _ in 0..<4 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "back")
+            }
+        }
+    }
+
+    @Test("removeServer of a retired backend: no more probes, no comeback; events and status are published")
+    func removeRetiredBackend() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let alive = try await r.backend(.greet("a"))
+            let deadPort = TestPorts.refusingPort()
+            let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: deadPort))
+            // Wired as the executable wires it: health events go out through the control plane.
+            let publisher = NIOLockedValueBox<ControlPlane?>(nil)
+            let proxy = try await r.proxy(
+                backends: [dead, alive.spec],
+                configure: Self.fastHealth,
+                healthEvents: { event in publisher.withLockedValue { $0 }?.publishEvent(event.json) }
+            )
+            let controlPlane = await r.controlPlane(for: proxy, redis: redis)
+            publisher.withLockedValue { $0 = controlPlane }
+            let observer = try redis.client()
+            try observer.send(["SUBSCRIBE", "events"])
+            _ = try observer.nextReply(waitingUpTo: 2_000)  // the subscribe confirmation
+
+            for _ in 0..<3 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+            #expect(await eventually { proxy.router.pool.backends[0].isRetired })
+            let published = try #require(try observer.nextReply(waitingUpTo: 3_000))
+            guard case .array(let parts) = published, parts.count == 3, let json = parts[2].text else {
+                Issue.record("unexpected reply on events: \(published)")
+                return
+            }
+            #expect(json.contains(#""event":"backend-retired""#))
+            #expect(json.contains(#""backend":"127.0.0.1:\#(deadPort)""#))
+
+            let client = try redis.client()
+            let router = proxy.router
+            let startedAt = Date()
+            controlPlane.reportStatus(instance: "test-1") {
+                InstanceStatus.json(instance: "test-1", startedAt: startedAt, router: router, redisConnected: true)
+            }
+            #expect(
+                await eventually {
+                    (try? client.command(["GET", "status:test-1"]))?.text?.contains(#""state":"retired""#) == true
+                }
+            )
+            guard case .integer(let ttl) = try client.command(["TTL", "status:test-1"]) else {
+                Issue.record("status key has no TTL")
+                return
+            }
+            #expect((1...15).contains(ttl))
+
+            try client.publish("removeServer", "127.0.0.1:\(deadPort)")
+            #expect(await eventually { proxy.poolPorts == [alive.port] })
+            #expect(await eventuallyAsync { await proxy.server.health.states()[dead.address] == nil })
+            let probes = proxy.server.health.probesStarted
+            try await Task.sleep(nanoseconds: 600_000_000)
+            #expect(proxy.server.health.probesStarted == probes)
+            _ = try await r.backend(.greet("revived"), port: deadPort)
+            try await Task.sleep(nanoseconds: 500_000_000)
+            #expect(proxy.poolPorts == [alive.port])
+            #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+        }
+    }
+
+    @Test("addServer of a retired backend does not duplicate it or clear its retirement")
+    func addRetiredBackend() async throws {
+        try await withTestResources { r in
+            let alive = try await r.backend(.greet("a"))
+            let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
+            let proxy = try await r.proxy(backends: [dead, alive.spec], configure: Self.fastHealth)
+            for _ in 0..<3 { _ = try BlockingClient.greeting(port: proxy.port) }
+            #expect(await eventually { proxy.router.pool.backends[0].isRetired })
+            let message = ControlMessage.addServer(dead)
+            #expect(message.applied(to: proxy.router.pool.specs) == nil)
+            try proxy.router.setPool(proxy.router.pool.specs + [dead])
+            #expect(proxy.router.pool.count == 2)
+            #expect(proxy.router.pool.backends[0].isRetired)
+        }
+    }
+}
