@@ -8,6 +8,14 @@ let package = Package(
         .executable(name: "l4lb", targets: ["l4lb"]),
         .library(name: "LBKit", targets: ["LBKit"]),
         .library(name: "Policies", targets: ["Policies"]),
+        // Policy plugins, loaded by l4lb with dlopen. `swift build` builds them; `--product l4lb` does not.
+        .library(name: "l4lb-policy-geo", type: .dynamic, targets: ["GeoPolicy"]),
+        .library(name: "l4lb-policy-source-hash", type: .dynamic, targets: ["SourceHashPolicy"]),
+        // One tiny plugin per failure mode, for the tests: each must be refused.
+        .library(name: "l4lb-fixture-bad-abi", type: .dynamic, targets: ["BadABIFixture"]),
+        .library(name: "l4lb-fixture-no-entry", type: .dynamic, targets: ["NoEntryFixture"]),
+        .library(name: "l4lb-fixture-create-fails", type: .dynamic, targets: ["CreateFailsFixture"]),
+        .library(name: "l4lb-fixture-bad-index", type: .dynamic, targets: ["BadIndexFixture"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -17,6 +25,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
+        // The C ABI of policy plugins: one header, include/l4lb_policy.h.
+        .target(name: "CLBPolicy"),
+        // libmaxminddb, for the geo-routing plugin.
+        .systemLibrary(
+            name: "CMaxMindDB",
+            providers: [.apt(["libmaxminddb-dev"])]
+        ),
         // hiredis, the Redis client library of the control plane. Its header sits on the default include
         // path (/usr/include/hiredis); no pkgConfig because Debian's hiredis.pc adds -D_FILE_OFFSET_BITS=64,
         // which SwiftPM refuses with a warning on every build.
@@ -35,7 +50,45 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 "CHiredis",
+                "CLBPolicy",
             ]
+        ),
+        // Geo routing: maps client addresses to countries and continents with MaxMind databases.
+        .target(
+            name: "GeoPolicy",
+            dependencies: ["CLBPolicy", "CMaxMindDB"],
+            path: "Plugins/GeoPolicy"
+        ),
+        // An example plugin in plain C: source-address hashing.
+        .target(
+            name: "SourceHashPolicy",
+            dependencies: ["CLBPolicy"],
+            path: "Plugins/SourceHashPolicy",
+            publicHeadersPath: "."
+        ),
+        .target(
+            name: "BadABIFixture",
+            dependencies: ["CLBPolicy"],
+            path: "Plugins/Fixtures/BadABI",
+            publicHeadersPath: "."
+        ),
+        .target(
+            name: "NoEntryFixture",
+            dependencies: ["CLBPolicy"],
+            path: "Plugins/Fixtures/NoEntry",
+            publicHeadersPath: "."
+        ),
+        .target(
+            name: "CreateFailsFixture",
+            dependencies: ["CLBPolicy"],
+            path: "Plugins/Fixtures/CreateFails",
+            publicHeadersPath: "."
+        ),
+        .target(
+            name: "BadIndexFixture",
+            dependencies: ["CLBPolicy"],
+            path: "Plugins/Fixtures/BadIndex",
+            publicHeadersPath: "."
         ),
         // Built-in policies, one file each.
         .target(

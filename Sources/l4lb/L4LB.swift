@@ -9,7 +9,9 @@ struct L4LB: AsyncParsableCommand {
             l4lb accepts TCP clients, picks a backend for each with the active policy and relays bytes \
             both ways. `run` is the default subcommand: `l4lb --listen 127.0.0.1:8080 --backend 127.0.0.1:9001`.
             """,
-        subcommands: [RunCommand.self, ControlCommand.self, PoliciesCommand.self],
+        subcommands: [
+            RunCommand.self, ControlCommand.self, PoliciesCommand.self, PluginsCommand.self, PluginCommand.self,
+        ],
         defaultSubcommand: RunCommand.self
     )
 }

@@ -50,6 +50,15 @@ struct RunCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Event-loop threads; 0 = one per core.")
     var threads: Int = 0
 
+    @Flag(help: "Expect a PROXY protocol v1 or v2 header on every client connection and use its client address.")
+    var acceptProxyProtocol = false
+
+    @Option(
+        parsing: .unconditional,
+        help: "With --accept-proxy-protocol: close a client that sends no valid header this fast."
+    )
+    var proxyProtocolTimeout: String = "3s"
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -59,6 +68,8 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     @OptionGroup var health: HealthOptions
+
+    @OptionGroup var plugins: PluginOptions
 
     func run() async throws {
         let settings: (ProxyConfiguration, PolicySpec, Logger.Level)
@@ -77,8 +88,9 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "l4lb")
 
+        let catalog = self.plugins.makeCatalog()
+        let (policies, _) = self.plugins.makeRegistry(catalog: catalog, logger: logger)
         let router: Router
-        let policies = BuiltinPolicies.makeRegistry()
         do {
             let policy = try policies.makePolicy(policySpec)
             router = Router(policy: policy)
@@ -86,6 +98,8 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw exitWithOperatorError(error.message)
         }
+        // Logged once the command line is known to be good, so that a bad flag stays a single line.
+        catalog.log(to: logger)
         // Redis first: when it is reachable, its pool and policy are in force before the first client.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var controlPlane: ControlPlane?
@@ -188,6 +202,10 @@ struct RunCommand: AsyncParsableCommand {
             )
         }
         let health = try self.health.makeSettings(probeTimeout: connectTimeout)
+        let proxyProtocolTimeout = try DurationParser.parse(self.proxyProtocolTimeout, flag: "--proxy-protocol-timeout")
+        guard proxyProtocolTimeout > .zero else {
+            throw L4LBError(.invalidDuration, "--proxy-protocol-timeout must be more than 0")
+        }
         if let instanceID = self.instanceID, instanceID.isEmpty || instanceID.contains(" ") {
             throw L4LBError(.invalidValue, "--instance-id must be a non-empty word without spaces")
         }
@@ -200,6 +218,7 @@ struct RunCommand: AsyncParsableCommand {
             connectAttempts: self.connectAttempts,
             drainTimeout: drainTimeout,
             eventLoopThreads: self.threads == 0 ? System.coreCount : self.threads,
+            acceptProxyProtocol: self.acceptProxyProtocol ? proxyProtocolTimeout : nil,
             health: health,
             instanceID: self.instanceID ?? ProxyConfiguration.defaultInstanceID
         )

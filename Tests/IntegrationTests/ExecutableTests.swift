@@ -16,7 +16,10 @@ struct ExecutableTests {
             (["--backend", "127.0.0.1:80,weight=0"], "weight '0' is not a whole number in 1-256"),
             (["--backend", "127.0.0.1:80,colour=red"], "unknown attribute 'colour'"),
             (["--listen", "nonsense"], "expected host:port"),
-            (["--policy", "fastest"], "unknown policy 'fastest' (available: least-connections, round-robin)"),
+            (
+                ["--policy", "fastest"],
+                "unknown policy 'fastest' (available: geo, least-connections, round-robin, source-hash)"
+            ),
             (["--policy", "round-robin {not json"], "not valid JSON"),
             (["--connect-timeout", "-1s"], "'-1s' is not a duration"),
             (["--idle-timeout", "soon"], "'soon' is not a duration"),
@@ -114,6 +117,66 @@ struct ExecutableTests {
             #expect(refused.0 == 2)
             #expect(refused.1 == "l4lb: error: addServer: invalid address 'nonsense': expected host:port\n")
         }
+    }
+
+    @Test("`l4lb plugins` and `l4lb plugin check` report plugins and refuse bad ones with one line")
+    func pluginCommands() async throws {
+        let list = try L4LBProcess(arguments: ["plugins"])
+        #expect(await list.waitForExit(timeoutSeconds: 10) == 0)
+        #expect(list.text.contains("geo\tABI 1.0\t"))
+        #expect(list.text.contains("source-hash\tABI 1.0\t"))
+
+        let database = PluginFixtures.database("GeoIP2-City-Test.mmdb")
+        let good = try L4LBProcess(arguments: [
+            "plugin", "check", PluginFixtures.library("l4lb-policy-geo"), #"{"database": "\#(database)"}"#,
+        ])
+        #expect(await good.waitForExit(timeoutSeconds: 10) == 0)
+        #expect(good.text.contains("client 81.2.69.160 -> 10.0.0.1:80"))
+        #expect(good.text.hasSuffix("ok\n"))
+
+        for (fixture, message) in [
+            ("l4lb-fixture-bad-abi", "built for plugin ABI 99.0"),
+            ("l4lb-fixture-no-entry", "no l4lb_policy_entry symbol"),
+            ("l4lb-fixture-create-fails", "fixture refuses every configuration"),
+            ("l4lb-fixture-bad-index", "picks answered an invalid index"),
+        ] {
+            let check = try L4LBProcess(arguments: ["plugin", "check", PluginFixtures.library(fixture)])
+            #expect(await check.waitForExit(timeoutSeconds: 10) == 2)
+            let errors = check.text.split(separator: "\n").filter { $0.hasPrefix("l4lb: error: ") }
+            #expect(errors.count == 1 && errors[0].contains(message), "got: \(check.text)")
+        }
+    }
+
+    @Test("l4lb runs the geo plugin named by --policy, behind a PROXY-protocol sender")
+    func geoFromTheCommandLine() async throws {
+        try await withTestResources { r in
+            let gb = try await r.backend(.greet("gb"))
+            let other = try await r.backend(.greet("other"))
+            let database = PluginFixtures.database("GeoLite2-Country-Test.mmdb")
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--accept-proxy-protocol",
+                "--backend", "127.0.0.1:\(gb.port),region=GB", "--backend", "127.0.0.1:\(other.port),region=US",
+                "--policy", #"geo {"database": "\#(database)"}"#,
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            for _ in 0..<3 {
+                #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
+                #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v2("216.160.83.56")) == "other")
+            }
+            #expect(process.text.contains("loaded policy plugin"))
+        }
+    }
+
+    @Test("a geo policy with a broken database is refused at start with one line")
+    func geoBrokenDatabaseAtStart() async throws {
+        let database = PluginFixtures.database("libmaxminddb-deep-nesting.mmdb")
+        let process = try L4LBProcess(arguments: [
+            "--listen", "127.0.0.1:0", "--policy", #"geo {"database": "\#(database)"}"#,
+        ])
+        #expect(await process.waitForExit(timeoutSeconds: 10) == 2)
+        let errors = process.text.split(separator: "\n").filter { $0.hasPrefix("l4lb: error: ") }
+        #expect(errors.count == 1 && errors[0].contains("is corrupt"), "got: \(process.text)")
     }
 
     @Test("`l4lb policies` lists the built-in policies")

@@ -26,6 +26,9 @@ public struct ProxyConfiguration: Sendable {
     /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
     /// from it until the backend is connected.
     public var maxPendingBytes: Int
+    /// Expect a PROXY protocol v1 or v2 header on every client connection, and take the client
+    /// address from it; nil means no. The value is how long a client has to send it.
+    public var acceptProxyProtocol: TimeAmount?
     /// When backends are retired and restored (passive detection is always on).
     public var health: HealthSettings
     /// This instance's name in health events and status: by default host name and process id.
@@ -42,6 +45,7 @@ public struct ProxyConfiguration: Sendable {
         eventLoopThreads: Int = System.coreCount,
         backlog: Int = 4096,
         maxPendingBytes: Int = 256 * 1024,
+        acceptProxyProtocol: TimeAmount? = nil,
         health: HealthSettings = HealthSettings(),
         instanceID: String = ProxyConfiguration.defaultInstanceID
     ) {
@@ -55,6 +59,7 @@ public struct ProxyConfiguration: Sendable {
         self.eventLoopThreads = eventLoopThreads
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
+        self.acceptProxyProtocol = acceptProxyProtocol
         self.health = health
         self.instanceID = instanceID
     }

@@ -16,6 +16,8 @@ final class BackendConnectHandler {
         var router: Router
         var connector: BackendConnector
         var connectAttempts: Int
+        /// With `--accept-proxy-protocol` the client address comes from the PROXY header: wait for it.
+        var waitsForProxyHeader: Bool
         var maxPendingBytes: Int
         var logger: Logger
         var health: HealthChecker
@@ -53,10 +55,17 @@ final class BackendConnectHandler {
 extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         self.client = ClientAddress(context.channel.remoteAddress)
+        if !self.dependencies.waitsForProxyHeader {
+            self.start(context: context)
+        }
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard case .idle = self.state else { return }
         // One table for every attempt of this client: the exclusions are indices into its pool.
         self.table = self.dependencies.router.table
         self.connectNext(context: context)
-        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -74,6 +83,11 @@ extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let header = event as? ProxyHeaderReceived {
+            if let client = header.client { self.client = client }
+            self.start(context: context)
+            return
+        }
         if let event = event as? ChannelEvent, case .inputClosed = event {
             self.clientSentEOF = true
         }

@@ -18,6 +18,7 @@ public final class ProxyServer: Sendable {
     /// Retires dead backends and brings them back.
     public let health: HealthChecker
     private let overloadLog = RateLimitedLog()
+    private let proxyHeaderRefusals = RateLimitedLog()
 
     /// - Parameters:
     ///   - group: event loops to run on; by default the server makes and owns
@@ -50,6 +51,7 @@ public final class ProxyServer: Sendable {
             router: router,
             connector: self.connector,
             connectAttempts: max(1, configuration.connectAttempts),
+            waitsForProxyHeader: configuration.acceptProxyProtocol != nil,
             maxPendingBytes: configuration.maxPendingBytes,
             logger: logger,
             health: self.health,
@@ -129,6 +131,8 @@ public final class ProxyServer: Sendable {
         let registry = self.registry
         let maxConnections = self.configuration.maxConnections
         let idleTimeout = self.configuration.idleTimeout
+        let proxyHeaderTimeout = self.configuration.acceptProxyProtocol
+        let proxyHeaderRefusals = self.proxyHeaderRefusals
         let logger = self.logger
         let overloadLog = self.overloadLog
         return ServerBootstrap(group: self.group)
@@ -147,6 +151,15 @@ public final class ProxyServer: Sendable {
                 }
                 do {
                     let handlers = channel.pipeline.syncOperations
+                    if let proxyHeaderTimeout {
+                        try handlers.addHandler(
+                            ProxyProtocolHandler(
+                                timeout: proxyHeaderTimeout,
+                                logger: logger,
+                                refusals: proxyHeaderRefusals
+                            )
+                        )
+                    }
                     if let idleTimeout {
                         try handlers.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                         try handlers.addHandler(IdleTimeoutHandler())

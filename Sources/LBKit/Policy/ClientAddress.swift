@@ -47,6 +47,12 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Calls `body` with the sixteen stored address bytes, without allocating.
+    public func withAddressBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        var words = (self.high, self.low)
+        return withUnsafeBytes(of: &words) { body($0) }
+    }
+
     /// The address bytes that are meaningful for the family: 4, 16 or none.
     public var bytes: [UInt8] {
         let length: Int

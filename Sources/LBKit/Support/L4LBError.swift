@@ -11,6 +11,8 @@ public struct L4LBError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidPolicyConfiguration
             case resolutionFailed
             case bindFailed
+            case invalidPlugin
+            case invalidProxyHeader
         }
 
         private let base: Base
@@ -37,6 +39,10 @@ public struct L4LBError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let resolutionFailed = Code(.resolutionFailed)
         /// A listen address that could not be bound.
         public static let bindFailed = Code(.bindFailed)
+        /// A plugin file that is not a loadable, well-formed l4lb policy plugin, or that is unsafe.
+        public static let invalidPlugin = Code(.invalidPlugin)
+        /// A PROXY protocol header that is malformed.
+        public static let invalidProxyHeader = Code(.invalidProxyHeader)
     }
 
     public let code: Code

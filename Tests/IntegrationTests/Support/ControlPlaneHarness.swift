@@ -17,7 +17,8 @@ extension TestResources {
         for proxy: ProxyHarness,
         redis: RedisServer,
         prefix: String? = nil,
-        policy: PolicySpec = PolicySpec(name: "round-robin")
+        policy: PolicySpec = PolicySpec(name: "round-robin"),
+        policies: PolicyRegistry = BuiltinPolicies.makeRegistry()
     ) async -> ControlPlane {
         var logger = Logger(label: "l4lb-test-control")
         logger.logLevel = .critical
@@ -30,7 +31,7 @@ extension TestResources {
                 maximumReconnectDelay: .milliseconds(400)
             ),
             router: proxy.router,
-            policies: BuiltinPolicies.makeRegistry(),
+            policies: policies,
             initialPolicy: policy,
             logger: logger
         )

@@ -1,0 +1,137 @@
+import CMaxMindDB
+import Foundation
+
+/// One opened and verified MaxMind database. Immutable once open; closed when the last pick that
+/// uses it lets go.
+final class GeoDatabase: @unchecked Sendable {
+    // @unchecked: libmaxminddb's lookups on an opened database are thread-safe (it only reads the
+    // memory-mapped file); nothing here is mutated after init.
+
+    struct Failure: Error {
+        let message: String
+    }
+
+    /// A file's identity, to notice a new version (replaced by rename or rewritten in place).
+    struct FileVersion: Equatable {
+        var inode: UInt64
+        var size: Int64
+        var modified: timespec
+
+        static func == (a: FileVersion, b: FileVersion) -> Bool {
+            a.inode == b.inode && a.size == b.size && a.modified.tv_sec == b.modified.tv_sec
+                && a.modified.tv_nsec == b.modified.tv_nsec
+        }
+
+        init?(path: String) {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            self.inode = UInt64(info.st_ino)
+            self.size = Int64(info.st_size)
+            self.modified = info.st_mtim
+        }
+    }
+
+    /// On the heap, at a fixed address: libmaxminddb keeps pointers to it in every entry it returns,
+    /// and `&property` may hand C a temporary copy.
+    private let mmdb: UnsafeMutablePointer<MMDB_s>
+    let path: String
+    let version: FileVersion?
+    let databaseType: String
+
+    /// Opens `path` and walks its whole search tree and data section once, so that a corrupt file is
+    /// refused here with a clear message rather than found out by a client's lookup.
+    init(path: String) throws(Failure) {
+        // Everything that can fail happens before `self` is complete, so that a failure never runs
+        // deinit on a half-made database.
+        let version = FileVersion(path: path)
+        let mmdb = UnsafeMutablePointer<MMDB_s>.allocate(capacity: 1)
+        mmdb.initialize(to: MMDB_s())
+        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), mmdb)
+        guard status == MMDB_SUCCESS else {
+            mmdb.deallocate()
+            throw Failure(message: "cannot open MaxMind database \(path): \(String(cString: MMDB_strerror(status)))")
+        }
+        if let problem = Self.verify(mmdb) {
+            MMDB_close(mmdb)
+            mmdb.deallocate()
+            throw Failure(message: "MaxMind database \(path) is corrupt: \(problem)")
+        }
+        self.mmdb = mmdb
+        self.path = path
+        self.version = version
+        self.databaseType = mmdb.pointee.metadata.database_type.map { String(cString: $0) } ?? "unknown"
+    }
+
+    deinit {
+        MMDB_close(self.mmdb)
+        self.mmdb.deallocate()
+    }
+
+    /// The country (falling back to the registered country) and continent codes of an address, as
+    /// `(country, continent)` byte strings; empty when unknown.
+    func lookup(_ address: UnsafePointer<sockaddr>) -> (country: [UInt8], continent: [UInt8]) {
+        var error: Int32 = 0
+        var result = MMDB_lookup_sockaddr(self.mmdb, address, &error)
+        guard error == MMDB_SUCCESS, result.found_entry else { return ([], []) }
+        var country = Self.string(&result.entry, GeoPaths.countryISOCode)
+        if country.isEmpty { country = Self.string(&result.entry, GeoPaths.registeredCountryISOCode) }
+        let continent = Self.string(&result.entry, GeoPaths.continentCode)
+        return (country, continent)
+    }
+
+    private static func string(_ entry: inout MMDB_entry_s, _ path: UnsafePointer<UnsafePointer<CChar>?>) -> [UInt8] {
+        var data = MMDB_entry_data_s()
+        guard MMDB_aget_value(&entry, &data, path) == MMDB_SUCCESS, data.has_data,
+            data.type == UInt32(MMDB_DATA_TYPE_UTF8_STRING), let text = data.utf8_string
+        else { return [] }
+        return Array(UnsafeRawBufferPointer(start: text, count: Int(data.data_size)))
+    }
+
+    /// Walks every node of the search tree and decodes every data record once; returns the first
+    /// problem found.
+    private static func verify(_ mmdb: UnsafeMutablePointer<MMDB_s>) -> String? {
+        let nodeCount = mmdb.pointee.metadata.node_count
+        var decoded = Set<UInt32>()
+        var node = MMDB_search_node_s()
+        for number in 0..<nodeCount {
+            let status = MMDB_read_node(mmdb, number, &node)
+            guard status == MMDB_SUCCESS else { return String(cString: MMDB_strerror(status)) }
+            for (type, entry) in [
+                (node.left_record_type, node.left_record_entry), (node.right_record_type, node.right_record_entry),
+            ] {
+                switch Int32(type) {
+                case MMDB_RECORD_TYPE_INVALID:
+                    return "search tree node \(number) points outside the file"
+                case MMDB_RECORD_TYPE_DATA:
+                    guard decoded.insert(entry.offset).inserted else { continue }
+                    var start = entry
+                    var list: UnsafeMutablePointer<MMDB_entry_data_list_s>?
+                    let status = MMDB_get_entry_data_list(&start, &list)
+                    MMDB_free_entry_data_list(list)
+                    guard status == MMDB_SUCCESS else {
+                        return "data record at offset \(entry.offset): \(String(cString: MMDB_strerror(status)))"
+                    }
+                default:
+                    continue
+                }
+            }
+        }
+        return nil
+    }
+}
+
+/// The NULL-terminated key paths passed to MMDB_aget_value, built once.
+enum GeoPaths {
+    nonisolated(unsafe) static let countryISOCode = make(["country", "iso_code"])
+    nonisolated(unsafe) static let registeredCountryISOCode = make(["registered_country", "iso_code"])
+    nonisolated(unsafe) static let continentCode = make(["continent", "code"])
+
+    private static func make(_ keys: [String]) -> UnsafePointer<UnsafePointer<CChar>?> {
+        let path = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: keys.count + 1)
+        for (index, key) in keys.enumerated() {
+            path[index] = UnsafePointer(strdup(key))
+        }
+        path[keys.count] = nil
+        return UnsafePointer(path)
+    }
+}

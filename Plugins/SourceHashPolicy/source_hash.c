@@ -1,0 +1,91 @@
+/*
+ * source-hash: an example l4lb policy plugin in plain C.
+ *
+ * Sends each client address to the same backend while the pool stays the same (session affinity
+ * without state), by rendezvous hashing: every healthy backend gets a score hash(client, backend)
+ * times its weight, and the highest score wins. Removing a backend moves only its own clients, and a
+ * retired backend is skipped for the next-best one.
+ *
+ * Build outside this repository with nothing but the header:
+ *     cc -shared -fPIC -O2 -I path/to/include -o source-hash.so source_hash.c
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l4lb_policy.h"
+
+/* No state: the hash is a pure function of the client and the backend. The instance pointer only
+ * has to be non-NULL. */
+static int instance_marker;
+
+static uint64_t mix(uint64_t hash, const void *data, size_t length) {
+    const uint8_t *bytes = data;
+    for (size_t i = 0; i < length; i++) {
+        hash ^= bytes[i];
+        hash *= 0x100000001b3ULL; /* FNV-1a */
+    }
+    return hash;
+}
+
+static uint64_t finalize(uint64_t hash) {
+    /* splitmix64's finalizer: spreads FNV's low-entropy high bits. */
+    hash ^= hash >> 30;
+    hash *= 0xbf58476d1ce4e5b9ULL;
+    hash ^= hash >> 27;
+    hash *= 0x94d049bb133111ebULL;
+    return hash ^ (hash >> 31);
+}
+
+static void *source_hash_new(const char *config, size_t config_length, char *error, size_t error_capacity) {
+    (void)config;
+    /* Takes no configuration; an empty object is fine. */
+    for (size_t i = 0; i < config_length; i++) {
+        char c = config[i];
+        if (c != '{' && c != '}' && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            if (error_capacity > 0) {
+                strncpy(error, "source-hash takes no configuration", error_capacity - 1);
+                error[error_capacity - 1] = '\0';
+            }
+            return NULL;
+        }
+    }
+    return &instance_marker;
+}
+
+static void source_hash_destroy(void *instance) {
+    (void)instance;
+}
+
+static int64_t source_hash_pick(void *instance, const l4lb_address *client, const l4lb_backend *backends,
+                                size_t count) {
+    (void)instance;
+    size_t address_length = client->family == L4LB_FAMILY_IPV4 ? 4 : 16;
+    uint64_t client_hash = mix(0xcbf29ce484222325ULL, client->bytes, address_length);
+    int64_t best = L4LB_PICK_NONE;
+    double best_score = -1.0;
+    for (size_t i = 0; i < count; i++) {
+        if (!backends[i].healthy) continue;
+        uint64_t hash = finalize(mix(client_hash, backends[i].name.data, backends[i].name.length));
+        /* Weighted rendezvous: -w / ln(u) with u uniform in (0, 1). */
+        double u = ((double)(hash >> 11) + 0.5) / 9007199254740992.0;
+        double score = -(double)backends[i].weight / __builtin_log(u);
+        if (score > best_score) {
+            best_score = score;
+            best = (int64_t)i;
+        }
+    }
+    return best;
+}
+
+int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size) {
+    if (descriptor_size < sizeof(l4lb_policy_descriptor)) return 1;
+    descriptor->abi_major = L4LB_POLICY_ABI_MAJOR;
+    descriptor->abi_minor = L4LB_POLICY_ABI_MINOR;
+    descriptor->struct_size = sizeof(l4lb_policy_descriptor);
+    descriptor->name = "source-hash";
+    descriptor->instance_new = source_hash_new;
+    descriptor->instance_destroy = source_hash_destroy;
+    descriptor->pick = source_hash_pick;
+    return 0;
+}

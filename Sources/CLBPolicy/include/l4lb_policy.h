@@ -1,0 +1,126 @@
+/*
+ * l4lb_policy.h - the C ABI of l4lb's load-balancing policy plugins.
+ *
+ * A plugin is a shared library that exports one function, l4lb_policy_entry, which fills a
+ * descriptor: the ABI version it was built against, its name, and its function table. l4lb loads
+ * plugins with dlopen from its plugin directories, refuses any whose ABI major differs from its own,
+ * and never unloads them (no dlclose) while it runs.
+ *
+ * Only <stdint.h>, <stddef.h> and <stdbool.h>; every name starts with l4lb_ (types and host
+ * constants), l4lb_policy_ (what a plugin implements) or L4LB_ (macros).
+ *
+ * Threads: l4lb calls instance_new, instance_destroy and pool_changed from its control thread, never
+ * concurrently with each other for one instance. It calls pick, connection_opened and
+ * connection_closed concurrently from every event-loop thread, possibly at the same time as
+ * pool_changed: they must be thread-safe and must not block (no I/O, no waiting on a lock that a
+ * slow path holds), because the thread that calls them is relaying other clients' bytes.
+ *
+ * Strings and buffers cross as pointer + length and are not NUL-terminated unless stated.
+ */
+#ifndef L4LB_POLICY_H
+#define L4LB_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI this header describes. A plugin built against another major version is refused; a higher
+ * minor version only adds fields at the end of the descriptor, which struct_size tells apart. */
+#define L4LB_POLICY_ABI_MAJOR 1
+#define L4LB_POLICY_ABI_MINOR 0
+
+/* The symbol every plugin exports. */
+#define L4LB_POLICY_ENTRY_SYMBOL "l4lb_policy_entry"
+
+/* pick's answer when no backend should serve the client. */
+#define L4LB_PICK_NONE (-1)
+
+/* Address families of l4lb_address.family. */
+#define L4LB_FAMILY_UNSPEC 0
+#define L4LB_FAMILY_IPV4 4
+#define L4LB_FAMILY_IPV6 6
+
+/* A borrowed string: `data` points to `length` bytes of UTF-8, owned by l4lb, valid only for the
+ * duration of the call that passes it. Not NUL-terminated. length 0 means absent. */
+typedef struct l4lb_string {
+    const char *data;
+    size_t length;
+} l4lb_string;
+
+/* An IP endpoint. For IPv4 the first 4 bytes of `bytes` hold the address in network order; for IPv6
+ * all 16 do. The client of an IPv4-mapped IPv6 connection (::ffff:a.b.c.d) is given as IPv6;
+ * plugins that care convert it. */
+typedef struct l4lb_address {
+    uint8_t family;   /* L4LB_FAMILY_* */
+    uint8_t bytes[16];
+    uint16_t port;    /* host byte order */
+} l4lb_address;
+
+/* One backend of the pool, as pick and pool_changed see it. The array and everything it points to
+ * are owned by l4lb and valid only during the call. */
+typedef struct l4lb_backend {
+    l4lb_string name;            /* "host:port" as the operator wrote it */
+    l4lb_address address;        /* the resolved address l4lb connects to */
+    uint32_t weight;             /* 1-256 */
+    l4lb_string region;          /* the backend's region attribute; length 0 when it has none */
+    uint64_t active_connections; /* open or connecting connections now (a snapshot) */
+    bool healthy;                /* false: retired, or already failed for this client; do not pick */
+} l4lb_backend;
+
+/* The function table a plugin fills. `instance` is the plugin's own pointer, returned by
+ * instance_new and passed back to every other function. */
+typedef struct l4lb_policy_descriptor {
+    /* Set by the plugin to L4LB_POLICY_ABI_MAJOR / _MINOR and sizeof(l4lb_policy_descriptor) as it
+     * was compiled. */
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    uint32_t struct_size;
+
+    /* The name operators use in --policy and setPolicy: NUL-terminated, [A-Za-z0-9._-]+, static
+     * (valid for the life of the process). */
+    const char *name;
+
+    /* Creates an instance from `config` (a JSON object as text, `config_length` bytes, not
+     * NUL-terminated; length 0 when the operator gave none). On failure returns NULL and writes a
+     * NUL-terminated one-line reason of at most `error_capacity` bytes into `error`, which l4lb
+     * owns. Called on the control thread; may block (open files, ...). Required. */
+    void *(*instance_new)(const char *config, size_t config_length, char *error, size_t error_capacity);
+
+    /* Destroys an instance once l4lb no longer calls it (after a policy switch, when no pick can be
+     * running on it). Required. */
+    void (*instance_destroy)(void *instance);
+
+    /* Picks the backend for a client: an index into `backends` whose `healthy` is true, or
+     * L4LB_PICK_NONE. Any other answer is a fault: l4lb counts it, logs it (rate-limited) and
+     * serves that client with its built-in round-robin. Called concurrently from every event loop;
+     * must not block. Required. */
+    int64_t (*pick)(void *instance, const l4lb_address *client, const l4lb_backend *backends, size_t count);
+
+    /* Told the new pool whenever it changes, before any pick sees it, so that tables can be rebuilt
+     * off the hot path. Control thread. Optional (NULL). */
+    void (*pool_changed)(void *instance, const l4lb_backend *backends, size_t count);
+
+    /* Told when a connection to `backend` (a snapshot of the pool entry) opens and closes. Event-loop
+     * threads, concurrently; must not block. Optional (NULL). */
+    void (*connection_opened)(void *instance, const l4lb_backend *backend);
+    void (*connection_closed)(void *instance, const l4lb_backend *backend);
+} l4lb_policy_descriptor;
+
+/* The entry point, exported by every plugin as
+ *
+ *     int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size);
+ *
+ * l4lb passes a zeroed descriptor and its size; the plugin fills the fields it knows and returns 0,
+ * or returns non-zero to refuse loading. Called once, on the control thread. (Not declared here, so
+ * that a plugin written in a language with its own export syntax can include this header too.) */
+typedef int (*l4lb_policy_entry_fn)(l4lb_policy_descriptor *descriptor, size_t descriptor_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* L4LB_POLICY_H */

@@ -1,0 +1,204 @@
+import Atomics
+import CLBPolicy
+import Logging
+
+/// A loaded plugin's instance, adapted to `LoadBalancingPolicy`: the data plane cannot tell it from
+/// a built-in policy.
+///
+/// A pick copies the pool's prebuilt C view onto the stack (refreshing active connections and
+/// health), calls the plugin, and checks the answer: an index out of range or of a backend marked
+/// unhealthy is a fault, counted and logged (rate-limited), and that client is served by the
+/// fallback policy instead.
+public final class PluginPolicy: LoadBalancingPolicy {
+    public let name: String
+    private let plugin: PluginLibrary
+    private let instance: PluginInstance
+    private let fallback: any LoadBalancingPolicy
+    private let faults: PluginFaults
+
+    /// Creates an instance with `spec`'s configuration; throws with the plugin's own message if it
+    /// refuses it.
+    public init(
+        plugin: PluginLibrary,
+        spec: PolicySpec,
+        fallback: any LoadBalancingPolicy,
+        faults: PluginFaults
+    ) throws(L4LBError) {
+        self.name = plugin.name
+        self.plugin = plugin
+        self.fallback = fallback
+        self.faults = faults
+        let configuration = Array((spec.configuration ?? "").utf8)
+        var error = [CChar](repeating: 0, count: 512)
+        let created = configuration.withUnsafeBufferPointer { config in
+            error.withUnsafeMutableBufferPointer { error in
+                config.withMemoryRebound(to: CChar.self) { config in
+                    plugin.descriptor.instance_new(config.baseAddress, config.count, error.baseAddress, error.count)
+                }
+            }
+        }
+        guard let created else {
+            let bytes = error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+            let message = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+            throw L4LBError(
+                .invalidPolicyConfiguration,
+                "policy '\(plugin.name)' (\(plugin.path)) refused its configuration: \(message.isEmpty ? "no reason given" : message)"
+            )
+        }
+        self.instance = PluginInstance(pointer: created, destroy: plugin.descriptor.instance_destroy)
+    }
+
+    public func makeSelector(for pool: BackendPool) -> any BackendSelector {
+        let view = PluginPoolView(pool: pool)
+        if let poolChanged = self.plugin.descriptor.pool_changed {
+            view.template.withUnsafeBufferPointer { poolChanged(self.instance.pointer, $0.baseAddress, $0.count) }
+        }
+        return PluginSelector(
+            plugin: self.plugin,
+            instance: self.instance,
+            view: view,
+            fallback: self.fallback.makeSelector(for: pool),
+            faults: self.faults
+        )
+    }
+
+    public func connectionOpened(to backend: Backend) {
+        guard let hook = self.plugin.descriptor.connection_opened else { return }
+        var entry = PluginPoolView.entry(for: backend)
+        hook(self.instance.pointer, &entry)
+    }
+
+    public func connectionClosed(to backend: Backend) {
+        guard let hook = self.plugin.descriptor.connection_closed else { return }
+        var entry = PluginPoolView.entry(for: backend)
+        hook(self.instance.pointer, &entry)
+    }
+}
+
+/// Owns a plugin instance; destroys it when the last policy or selector using it is gone, which is
+/// after the last pick on it (routing tables hold their selectors).
+final class PluginInstance: @unchecked Sendable {
+    // @unchecked: the pointer is the plugin's, and the ABI requires its functions to be thread-safe.
+    let pointer: UnsafeMutableRawPointer
+    private let destroy: @convention(c) (UnsafeMutableRawPointer?) -> Void
+
+    init(pointer: UnsafeMutableRawPointer, destroy: @escaping @convention(c) (UnsafeMutableRawPointer?) -> Void) {
+        self.pointer = pointer
+        self.destroy = destroy
+    }
+
+    deinit {
+        self.destroy(self.pointer)
+    }
+}
+
+/// Faults of plugins (bad pick answers), counted for the metrics endpoint and logged at most once
+/// a second.
+public final class PluginFaults: Sendable {
+    private let count = ManagedAtomic<Int>(0)
+    private let log = RateLimitedLog()
+    private let logger: Logger
+
+    public init(logger: Logger) {
+        self.logger = logger
+    }
+
+    public var total: Int { self.count.load(ordering: .relaxed) }
+
+    func record(plugin: String, answer: Int64, poolSize: Int) {
+        self.count.wrappingIncrement(ordering: .relaxed)
+        self.log.warning(
+            self.logger,
+            "policy plugin fault: pick answered an index that is out of range or not healthy; the client is served by round-robin",
+            metadata: ["plugin": "\(plugin)", "answer": "\(answer)", "pool": "\(poolSize)"]
+        )
+    }
+}
+
+/// The pool as C sees it, built once per pool snapshot.
+final class PluginPoolView: @unchecked Sendable {
+    // @unchecked: `template` is written only in init; its pointers point into the pool's backends,
+    // which the view keeps alive.
+    let pool: BackendPool
+    let template: [l4lb_backend]
+
+    init(pool: BackendPool) {
+        self.pool = pool
+        self.template = pool.backends.map(Self.entry(for:))
+    }
+
+    static func entry(for backend: Backend) -> l4lb_backend {
+        var entry = l4lb_backend()
+        entry.name = l4lb_string(data: UnsafePointer(backend.cName.baseAddress), length: backend.cName.count)
+        entry.region = l4lb_string(data: UnsafePointer(backend.cRegion.baseAddress), length: backend.cRegion.count)
+        entry.address = Self.address(ClientAddress(backend.socketAddress))
+        entry.weight = UInt32(backend.weight)
+        entry.active_connections = UInt64(max(0, backend.activeConnections))
+        entry.healthy = !backend.isRetired
+        return entry
+    }
+
+    static func address(_ client: ClientAddress) -> l4lb_address {
+        var address = l4lb_address()
+        address.family = client.family.rawValue
+        address.port = client.port
+        client.withAddressBytes { source in
+            withUnsafeMutableBytes(of: &address.bytes) { target in
+                target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source.prefix(16)))
+            }
+        }
+        return address
+    }
+}
+
+/// Serves picks for one pool through the plugin. Locking contract: none of l4lb's; whatever the
+/// plugin's pick does (the ABI requires it to be thread-safe and non-blocking).
+final class PluginSelector: BackendSelector, @unchecked Sendable {
+    // @unchecked: immutable after init; the plugin instance is thread-safe by contract.
+    private let pick:
+        @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_backend>?, Int) ->
+            Int64
+    private let instance: PluginInstance
+    private let view: PluginPoolView
+    private let fallback: any BackendSelector
+    private let faults: PluginFaults
+    private let name: String
+
+    init(
+        plugin: PluginLibrary,
+        instance: PluginInstance,
+        view: PluginPoolView,
+        fallback: any BackendSelector,
+        faults: PluginFaults
+    ) {
+        self.pick = plugin.descriptor.pick
+        self.instance = instance
+        self.view = view
+        self.fallback = fallback
+        self.faults = faults
+        self.name = plugin.name
+    }
+
+    func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? {
+        let pool = self.view.pool
+        let count = pool.count
+        guard count > 0 else { return nil }
+        var address = PluginPoolView.address(client)
+        let answer = withUnsafeTemporaryAllocation(of: l4lb_backend.self, capacity: count) { entries -> Int64 in
+            for index in 0..<count {
+                var entry = self.view.template[index]
+                entry.active_connections = UInt64(max(0, pool[index].activeConnections))
+                entry.healthy = pool.isEligible(index, excluding: excluded)
+                (entries.baseAddress! + index).initialize(to: entry)
+            }
+            defer { entries.baseAddress!.deinitialize(count: count) }
+            return self.pick(self.instance.pointer, &address, UnsafePointer(entries.baseAddress!), count)
+        }
+        if answer == Int64(L4LB_PICK_NONE) { return nil }
+        if answer >= 0, answer < Int64(count), pool.isEligible(Int(answer), excluding: excluded) {
+            return Int(answer)
+        }
+        self.faults.record(plugin: self.name, answer: answer, poolSize: count)
+        return self.fallback.pick(for: client, excluding: excluded)
+    }
+}

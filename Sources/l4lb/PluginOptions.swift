@@ -1,0 +1,30 @@
+import ArgumentParser
+import LBKit
+import Logging
+import Policies
+
+/// `--plugin-dir`, and the policy registry it leads to: the built-in policies plus every plugin found.
+struct PluginOptions: ParsableArguments {
+    @Option(
+        name: .customLong("plugin-dir"),
+        help:
+            "A directory of policy plugins (*.so); repeatable. l4lb's own plugins next to the executable are always found."
+    )
+    var directories: [String] = []
+
+    func makeCatalog() -> PluginCatalog {
+        PluginCatalog(
+            directories: self.directories,
+            defaultDirectory: PluginCatalog.executableDirectory,
+            reservedNames: Set(BuiltinPolicies.names)
+        )
+    }
+
+    /// The built-in policies and the catalog's plugins; a plugin's bad picks fall back to round-robin.
+    func makeRegistry(catalog: PluginCatalog, logger: Logger) -> (PolicyRegistry, PluginFaults) {
+        let registry = BuiltinPolicies.makeRegistry()
+        let faults = PluginFaults(logger: logger)
+        catalog.register(in: registry, faults: faults) { RoundRobinPolicy() }
+        return (registry, faults)
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import LBKit
+import Logging
+import NIOConcurrencyHelpers
+import Policies
+import Testing
+
+/// Geo routing end to end: the geo plugin (.so built by this package, loaded with dlopen), real
+/// MaxMind test databases, clients presented through PROXY v1 and v2 headers.
+@Suite("Geo routing")
+struct GeoRoutingTests {
+    /// Backends named after where they serve; "us-west" is a configured region, "backup" the fallback.
+    static let regions: [(name: String, region: String)] = [
+        ("gb", "GB"), ("eu", "EU"), ("us-west", "us-west"), ("as", "AS"), ("backup", "backup"),
+    ]
+
+    static func geoSpec(database: String) throws -> PolicySpec {
+        try PolicySpec(
+            parsing:
+                #"geo {"database": "\#(database)", "regions": {"us-west": ["US", "CA"]}, "fallback": ["backup"], "reload_check_seconds": 0.1}"#
+        )
+    }
+
+    private func startGeo(_ r: TestResources, database: String) async throws -> ProxyHarness {
+        var specs: [BackendSpec] = []
+        for (name, region) in Self.regions {
+            let backend = try await r.backend(.greet(name))
+            specs.append(BackendSpec(address: HostAndPort(host: "127.0.0.1", port: backend.port), region: region))
+        }
+        let policy = try PluginFixtures.registry().makePolicy(try Self.geoSpec(database: database))
+        return try await r.proxy(backends: specs, policy: policy) { $0.acceptProxyProtocol = .seconds(2) }
+    }
+
+    @Test(
+        "clients from several countries reach their region's backend, through PROXY v1 and v2",
+        arguments: [
+            ("81.2.69.160", "gb"),  // GB: country match
+            ("::ffff:81.2.69.160", "gb"),  // IPv4-mapped IPv6, looked up as IPv4
+            ("89.160.20.112", "eu"),  // SE: no SE backend, continent EU
+            ("216.160.83.56", "us-west"),  // US: the configured region us-west lists US
+            ("2001:218::1", "as"),  // JP over IPv6: continent AS
+            ("175.16.199.1", "as"),  // CN (City database): continent AS
+            ("8.8.8.8", "backup"),  // not in the database: the fallback region
+        ]
+    )
+    func routesByRegion(client: String, expected: String) async throws {
+        try await withTestResources { r in
+            let proxy = try await self.startGeo(r, database: PluginFixtures.database("GeoIP2-City-Test.mmdb"))
+            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1(client)) == expected)
+            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v2(client)) == expected)
+        }
+    }
+
+    @Test("among a region's backends the least loaded wins; a retired one is skipped; no match left means any backend")
+    func leastLoadedWithinRegion() async throws {
+        try await withTestResources { r in
+            let first = try await r.backend(.greet("eu-1"))
+            let second = try await r.backend(.greet("eu-2"))
+            let other = try await r.backend(.greet("na"))
+            let specs = [
+                BackendSpec(address: HostAndPort(host: "127.0.0.1", port: first.port), region: "EU"),
+                BackendSpec(address: HostAndPort(host: "127.0.0.1", port: second.port), region: "EU"),
+                BackendSpec(address: HostAndPort(host: "127.0.0.1", port: other.port), region: "NA"),
+            ]
+            let policy = try PluginFixtures.registry().makePolicy(
+                PolicySpec(
+                    name: "geo",
+                    configuration: #"{"database": "\#(PluginFixtures.database("GeoLite2-Country-Test.mmdb"))"}"#
+                )
+            )
+            let proxy = try await r.proxy(backends: specs, policy: policy) { $0.acceptProxyProtocol = .seconds(2) }
+            let held = try BlockingClient(port: proxy.port)
+            try held.send(ProxyHeaders.v1("81.2.69.160"))
+            let heldOn = try #require(try held.readLine())
+            let next = try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
+            #expect(Set([heldOn, next]) == ["eu-1", "eu-2"])
+            // Unknown address, no fallback configured: any healthy backend serves.
+            #expect(
+                ["eu-1", "eu-2", "na"].contains(
+                    try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("8.8.8.8"))
+                )
+            )
+            // With the EU backends gone (dead and retired), a GB client is still served.
+            await first.stop()
+            await second.stop()
+            for _ in 0..<3 {
+                #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "na")
+            }
+        }
+    }
+
+    @Test(
+        "a broken or missing database is refused with a clear error, never a crash",
+        arguments: [
+            ("GeoIP2-City-Test-Broken-Double-Format.mmdb", "is corrupt"),
+            ("GeoIP2-City-Test-Invalid-Node-Count.mmdb", "invalid metadata"),
+            ("libmaxminddb-corrupt-search-tree.mmdb", "search tree"),
+            ("libmaxminddb-offset-integer-overflow.mmdb", "bad data"),
+            ("libmaxminddb-deep-nesting.mmdb", "is corrupt"),
+            ("no-such-file.mmdb", "cannot open"),
+            ("README.md", "cannot open"),
+        ]
+    )
+    func brokenDatabases(file: String, reason: String) throws {
+        let registry = PluginFixtures.registry()
+        #expect {
+            try registry.makePolicy(
+                PolicySpec(name: "geo", configuration: #"{"database": "\#(PluginFixtures.database(file))"}"#)
+            )
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains(reason) && message.contains(file) && !message.contains("\n")
+        }
+    }
+
+    @Test(
+        "bad geo configurations are refused",
+        arguments: [
+            "{}", #"{"database": 5}"#, #"{"database": "x", "fallback": "backup"}"#, #"{"database": "x", "color": 1}"#,
+        ]
+    )
+    func badConfigurations(configuration: String) {
+        #expect(throws: L4LBError.self) {
+            try PluginFixtures.registry().makePolicy(PolicySpec(name: "geo", configuration: configuration))
+        }
+    }
+
+    @Test("the database is re-read when it changes on disk; a broken new file is refused and the old one stays")
+    func reload() async throws {
+        try await withTestResources { r in
+            let directory = try PluginFixtures.makeDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let live = "\(directory)/geo.mmdb"
+            try FileManager.default.copyItem(atPath: PluginFixtures.database("GeoIP2-City-Test.mmdb"), toPath: live)
+            let proxy = try await self.startGeo(r, database: live)
+            // 175.16.199.1 is CN/AS in the City database and unknown in the Country one.
+            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1")) == "as")
+
+            try Self.replace(live, with: PluginFixtures.database("GeoLite2-Country-Test.mmdb"), in: directory)
+            #expect(
+                await eventually {
+                    (try? ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1"))) == "backup"
+                }
+            )
+
+            try Self.replace(
+                live,
+                with: PluginFixtures.database("libmaxminddb-corrupt-search-tree.mmdb"),
+                in: directory
+            )
+            try await Task.sleep(nanoseconds: 500_000_000)
+            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1")) == "backup")
+            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
+        }
+    }
+
+    /// Atomic swap, as database updaters do it: write beside, then rename over.
+    private static func replace(_ path: String, with source: String, in directory: String) throws {
+        let staging = "\(directory)/staging.mmdb"
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.copyItem(atPath: source, toPath: staging)
+        guard rename(staging, path) == 0 else { throw BlockingClient.Failure(description: "rename failed") }
+    }
+
+    @Test("PROXY headers: consumed, not forwarded; a client without a valid header is closed")
+    func proxyHeaderHandling() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.answerAfterEOF("a"))
+            let proxy = try await r.proxy(backends: [backend.spec]) { $0.acceptProxyProtocol = .milliseconds(300) }
+
+            let client = try BlockingClient(port: proxy.port)
+            try client.send(ProxyHeaders.v2("81.2.69.160") + Array("12345".utf8))
+            client.shutdownWrite()
+            #expect(String(decoding: try client.readToEnd(), as: UTF8.self) == "a received 5 bytes\n")
+
+            let garbage = try BlockingClient(port: proxy.port)
+            try garbage.send("GET / HTTP/1.0\r\n\r\n")
+            #expect(garbage.waitForClose(timeoutSeconds: 5))
+
+            let silent = try BlockingClient(port: proxy.port)
+            #expect(silent.waitForClose(timeoutSeconds: 5))
+            #expect(backend.acceptedCount == 1)
+        }
+    }
+
+    @Test("live setPolicy from round-robin to geo and back under traffic: no connection dropped")
+    func liveSwitch() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            var specs: [BackendSpec] = []
+            for (name, region) in Self.regions {
+                let backend = try await r.backend(.greet(name))
+                specs.append(BackendSpec(address: HostAndPort(host: "127.0.0.1", port: backend.port), region: region))
+            }
+            let proxy = try await r.proxy(backends: specs) { $0.acceptProxyProtocol = .seconds(2) }
+            let controlPlane = await r.controlPlane(for: proxy, redis: redis, policies: PluginFixtures.registry())
+            let held = try BlockingClient(port: proxy.port)
+            try held.send(ProxyHeaders.v1("81.2.69.160"))
+            _ = try held.readLine()
+
+            // Traffic in the background the whole time; every client must be served.
+            let failures = NIOLockedValueBox<[String]>([])
+            let served = NIOLockedValueBox(0)
+            let stop = NIOLockedValueBox(false)
+            let traffic = Thread {
+                for _ in 0..<2_000 where !stop.withLockedValue({ $0 }) {
+                    do {
+                        _ = try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
+                        served.withLockedValue { $0 += 1 }
+                    } catch {
+                        failures.withLockedValue { $0.append("\(error)") }
+                    }
+                }
+                stop.withLockedValue { $0 = true }
+            }
+            traffic.start()
+            let client = try redis.client()
+            let geo = try Self.geoSpec(database: PluginFixtures.database("GeoIP2-City-Test.mmdb"))
+            try client.publish("setPolicy", geo.description)
+            #expect(await eventually { proxy.router.policy.name == "geo" })
+            #expect(
+                await eventually {
+                    (try? ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))) == "gb"
+                }
+            )
+            try client.publish("setPolicy", "geo {\"database\": \"/no/such.mmdb\"}")
+            #expect(await eventually { controlPlane.statistics.refusedMessages == 1 })
+            #expect(proxy.router.policy.name == "geo")
+            try client.publish("setPolicy", "round-robin")
+            #expect(await eventually { proxy.router.policy.name == "round-robin" })
+            let before = served.withLockedValue { $0 }
+            #expect(await eventually { served.withLockedValue { $0 } > before + 20 })
+            stop.withLockedValue { $0 = true }
+            #expect(await eventually { stop.withLockedValue { $0 } })
+            try await Task.sleep(nanoseconds: 200_000_000)
+            #expect(failures.withLockedValue { $0 }.isEmpty)
+            // The connection opened before both switches still relays.
+            try held.send("still here\n")
+            #expect(try held.readLine() == "still here")
+        }
+    }
+}

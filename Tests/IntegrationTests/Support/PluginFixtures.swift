@@ -1,0 +1,78 @@
+import Foundation
+import LBKit
+import Logging
+import Policies
+
+/// The plugin libraries `swift build` made next to the test bundle, and the MaxMind fixtures.
+enum PluginFixtures {
+    static var productsDirectory: String { L4LBProcess.executableURL.deletingLastPathComponent().path }
+
+    /// A plugin product, e.g. "l4lb-policy-geo" -> .../libl4lb-policy-geo.so.
+    static func library(_ product: String) -> String {
+        "\(productsDirectory)/lib\(product).so"
+    }
+
+    /// A MaxMind test database from Tests/Fixtures/maxmind.
+    static func database(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/maxmind/\(name)").path
+    }
+
+    /// The registry the executable builds: built-ins plus l4lb's own plugins next to the binaries.
+    static func registry(faults: PluginFaults = PluginFaults(logger: Logger(label: "test"))) -> PolicyRegistry {
+        let catalog = PluginCatalog(
+            directories: [],
+            defaultDirectory: productsDirectory,
+            reservedNames: Set(BuiltinPolicies.names)
+        )
+        let registry = BuiltinPolicies.makeRegistry()
+        catalog.register(in: registry, faults: faults) { RoundRobinPolicy() }
+        return registry
+    }
+
+    /// A private directory (mode 0755) for plugin files a test puts together.
+    static func makeDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("l4lb-plugins-\(UUID().uuidString)")
+            .path
+        try FileManager.default.createDirectory(
+            atPath: path,
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755]
+        )
+        return path
+    }
+}
+
+/// Test clients that introduce themselves with a PROXY protocol header.
+enum ProxyHeaders {
+    static func v1(_ source: String, port: Int = 40_000) -> [UInt8] {
+        let family = source.contains(":") ? "TCP6" : "TCP4"
+        let destination = source.contains(":") ? "::1" : "127.0.0.1"
+        return Array("PROXY \(family) \(source) \(destination) \(port) 8080\r\n".utf8)
+    }
+
+    static func v2(_ source: String, port: UInt16 = 40_000) -> [UInt8] {
+        var address = [UInt8](repeating: 0, count: source.contains(":") ? 16 : 4)
+        _ = address.withUnsafeMutableBytes {
+            inet_pton(source.contains(":") ? AF_INET6 : AF_INET, source, $0.baseAddress)
+        }
+        let destination = [UInt8](repeating: 0, count: address.count)
+        let ports: [UInt8] = [UInt8(port >> 8), UInt8(port & 0xFF), 0x1F, 0x90]
+        let payload = address + destination + ports
+        return [
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21,
+            source.contains(":") ? 0x21 : 0x11, 0, UInt8(payload.count),
+        ] + payload
+    }
+
+    /// Connects, sends `header`, and returns the greeting of the backend that served the client.
+    static func greeting(port: Int, header: [UInt8]) throws -> String {
+        let client = try BlockingClient(port: port)
+        try client.send(header)
+        guard let line = try client.readLine() else {
+            throw BlockingClient.Failure(description: "closed before the greeting")
+        }
+        return line
+    }
+}
