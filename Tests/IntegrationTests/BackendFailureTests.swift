@@ -9,7 +9,8 @@ struct BackendFailureTests {
     func refusedBackendIsSkipped() async throws {
         try await withTestResources { r in
             let alive = try await r.greeters(["a", "b"])
-            let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
+            let reservation = PortReservation()
+            let dead = reservation.spec
             let proxy = try await r.proxy(backends: [alive[0].spec, dead, alive[1].spec])
 
             var counts: [String: Int] = [:]
@@ -22,6 +23,7 @@ struct BackendFailureTests {
             // A refused connect is certain: the first one retires it, so later clients do not try it.
             #expect((1...3).contains(deadBackend.counters.connectFailures))
             #expect(deadBackend.isRetired)
+            withExtendedLifetime(reservation) {}
             #expect(deadBackend.activeConnections == 0)
         }
     }
@@ -46,9 +48,8 @@ struct BackendFailureTests {
     @Test("when every attempt fails the client is closed, and l4lb keeps serving")
     func allAttemptsFail() async throws {
         try await withTestResources { r in
-            let dead = (0..<3).map { _ in
-                BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
-            }
+            let reservations = (0..<3).map { _ in PortReservation() }
+            let dead = reservations.map(\.spec)
             let proxy = try await r.proxy(backends: dead) { $0.connectAttempts = 2 }
 
             let client = try BlockingClient(port: proxy.port)
@@ -61,6 +62,7 @@ struct BackendFailureTests {
             for _ in 0..<4 {
                 #expect(try BlockingClient.greeting(port: proxy.port) == "a")
             }
+            withExtendedLifetime(reservations) {}
         }
     }
 

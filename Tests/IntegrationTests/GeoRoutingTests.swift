@@ -81,11 +81,11 @@ struct GeoRoutingTests {
                 )
             )
             // With the EU backends gone (dead and retired), a GB client is still served.
-            await first.stop()
-            await second.stop()
+            let reservations = [await first.kill(), await second.kill()]
             for _ in 0..<3 {
                 #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "na")
             }
+            withExtendedLifetime(reservations) {}
         }
     }
 

@@ -25,8 +25,9 @@ struct HealthTests {
             let deadPort = backends[0].port
 
             var served: [String] = []
+            var reservation: PortReservation?
             for index in 0..<40 {
-                if index == 10 { await backends[0].stop() }
+                if index == 10 { reservation = await backends[0].kill() }
                 served.append(try BlockingClient.greeting(port: proxy.port))
             }
             #expect(served.count == 40)
@@ -34,6 +35,7 @@ struct HealthTests {
             let dead = try #require(proxy.router.pool.backends.first { $0.address.port == deadPort })
             #expect(await eventually { dead.isRetired })
 
+            reservation?.release()
             _ = try await r.backend(.greet("a"), port: deadPort)
             // Probe interval 100 ms (backed off to at most 400 ms) x rise 2, plus a margin.
             #expect(await eventually(timeoutSeconds: 3) { !dead.isRetired })
@@ -68,7 +70,8 @@ struct HealthTests {
     @Test("all backends dead: panic mode tries them all; one comes back: normal again")
     func panicMode() async throws {
         try await withTestResources { r in
-            let ports = [TestPorts.refusingPort(), TestPorts.refusingPort()]
+            let reservations = [PortReservation(), PortReservation()]
+            let ports = reservations.map(\.port)
             let specs = ports.map { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: $0)) }
             let proxy = try await r.proxy(backends: specs, configure: Self.fastHealth)
 
@@ -77,6 +80,7 @@ struct HealthTests {
             #expect(proxy.router.pool.backends.allSatisfy { $0.isRetired })
             // In panic mode retired backends are still tried: a client that arrives when one is back
             // gets through even before the probes restore it.
+            reservations[1].release()
             _ = try await r.backend(.greet("back"), port: ports[1])
             #expect(try BlockingClient.greeting(port: proxy.port) == "back")
             #expect(await eventually(timeoutSeconds: 3) { !proxy.router.panic.isOn })
@@ -93,7 +97,8 @@ struct HealthTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let alive = try await r.backend(.greet("a"))
-            let deadPort = TestPorts.refusingPort()
+            let reservation = PortReservation()
+            let deadPort = reservation.port
             let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: deadPort))
             // Wired as the executable wires it: health events go out through the control plane.
             let publisher = NIOLockedValueBox<ControlPlane?>(nil)
@@ -143,6 +148,7 @@ struct HealthTests {
             let probes = proxy.server.health.probesStarted
             try await Task.sleep(nanoseconds: 600_000_000)
             #expect(proxy.server.health.probesStarted == probes)
+            reservation.release()
             _ = try await r.backend(.greet("revived"), port: deadPort)
             try await Task.sleep(nanoseconds: 500_000_000)
             #expect(proxy.poolPorts == [alive.port])
@@ -154,7 +160,8 @@ struct HealthTests {
     func addRetiredBackend() async throws {
         try await withTestResources { r in
             let alive = try await r.backend(.greet("a"))
-            let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: TestPorts.refusingPort()))
+            let reservation = PortReservation()
+            let dead = reservation.spec
             let proxy = try await r.proxy(backends: [dead, alive.spec], configure: Self.fastHealth)
             for _ in 0..<3 { _ = try BlockingClient.greeting(port: proxy.port) }
             #expect(await eventually { proxy.router.pool.backends[0].isRetired })
@@ -163,6 +170,7 @@ struct HealthTests {
             try proxy.router.setPool(proxy.router.pool.specs + [dead])
             #expect(proxy.router.pool.count == 2)
             #expect(proxy.router.pool.backends[0].isRetired)
+            withExtendedLifetime(reservation) {}
         }
     }
 }

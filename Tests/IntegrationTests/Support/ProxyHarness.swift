@@ -57,13 +57,29 @@ extension TestBackend {
 }
 
 enum TestPorts {
-    /// A port on 127.0.0.1 that refuses connections: bound once by the kernel's choice, then closed.
-    static func refusingPort() -> Int {
+    /// A port on 127.0.0.1 that nothing listens on right now (bound once by the kernel's choice,
+    /// then closed), for servers that need a port number before they start.
+    static func freePort() -> Int {
+        let reservation = PortReservation()
+        defer { reservation.release() }
+        return reservation.port
+    }
+}
+
+/// A port on 127.0.0.1 held by a bound socket that does not listen: connecting to it is refused,
+/// and no other server (from a test running in parallel) can take the port until `release()`.
+/// That is what a dead backend looks like, without a window in which the port is up for grabs.
+final class PortReservation: @unchecked Sendable {
+    let port: Int
+    private var fd: Int32
+
+    /// Reserves a port of the kernel's choice, or `port` when given (fails if it is in use).
+    init(port: Int = 0) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
@@ -71,7 +87,22 @@ enum TestPorts {
                 return getsockname(fd, pointer, &length)
             }
         }
-        return Int(UInt16(bigEndian: address.sin_port))
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit {
+        self.release()
+    }
+
+    var spec: BackendSpec { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: self.port)) }
+
+    /// Frees the port (for a backend about to start on it).
+    func release() {
+        if self.fd >= 0 {
+            close(self.fd)
+            self.fd = -1
+        }
     }
 }
 

@@ -16,10 +16,15 @@ final class RedisServer: @unchecked Sendable {
     let port: Int
     let directory: URL
     private var process: Process?
+    /// Holds the port while the server is down, so that a parallel test's server cannot take it and
+    /// be mistaken for this one by an l4lb that reconnects.
+    private var reservation: PortReservation?
 
     /// Starts redis-server; fails the test (never skips it) if it cannot start.
     init() async throws {
-        self.port = TestPorts.refusingPort()
+        let reservation = PortReservation()
+        self.port = reservation.port
+        self.reservation = reservation
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "l4lb-redis-\(UUID().uuidString)"
         )
@@ -49,6 +54,8 @@ final class RedisServer: @unchecked Sendable {
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
+        self.reservation?.release()
+        self.reservation = nil
         try process.run()
         self.process = process
         let up = await eventually(timeoutSeconds: 10) {
@@ -65,10 +72,11 @@ final class RedisServer: @unchecked Sendable {
         try RedisConnection(self.endpoint)
     }
 
-    /// Stops the server by PID and waits for it.
+    /// Stops the server by PID and waits for it; the port stays reserved until `start()`.
     func kill() {
         guard let process, process.isRunning else { return }
         Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        self.reservation = PortReservation(port: self.port)
     }
 }

@@ -79,6 +79,13 @@ final class TestBackend: Sendable {
         }
     }
 
+    /// Dies like a crashed server: stops, and its port then refuses connections, held so that no
+    /// other test's server can take it until the returned reservation is released.
+    func kill() async -> PortReservation {
+        await self.stop()
+        return PortReservation(port: self.port)
+    }
+
     fileprivate func recordAccept(_ child: Channel) {
         self.accepted.wrappingIncrement(ordering: .relaxed)
         self.children.add(child)
