@@ -71,95 +71,72 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var plugins: PluginOptions
 
-    func run() async throws {
-        let settings: (ProxyConfiguration, PolicySpec, Logger.Level)
-        let controlPlaneConfiguration: ControlPlaneConfiguration?
-        do {
-            settings = try self.makeSettings()
-            controlPlaneConfiguration = try self.redis.makeConfiguration()
-        } catch {
-            throw exitWithOperatorError(error.message)
-        }
-        let (configuration, policySpec, level) = settings
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "l4lb")
+    @Option(help: "Read flags from this file, one per line ('listen 0.0.0.0:80'); command-line flags override it.")
+    var config: String?
 
-        let catalog = self.plugins.makeCatalog()
-        let (policies, _) = self.plugins.makeRegistry(catalog: catalog, logger: logger)
-        let router: Router
-        do {
-            let policy = try policies.makePolicy(policySpec)
-            router = Router(policy: policy)
-            try router.setPool(configuration.backends)
+    @OptionGroup var operations: OperationsOptions
+
+    func run() async throws {
+        // With --config, the file's lines become flags and everything is parsed again, so that one
+        // parser checks both; SIGHUP repeats this to reload.
+        let checked = Self.check(configPath: self.config, command: self)
+        guard case .success(let (resolved, settings)) = checked else {
+            if case .failure(let error) = checked { throw exitWithOperatorError(error.message) }
+            return
+        }
+        if settings.operations.daemon && !Daemon.isChild {
+            throw ExitCode(Daemon.detach())
+        }
+        try await Runtime(command: resolved, settings: settings, configPath: self.config).run()
+    }
+
+    /// The flags in force and their checked settings, or the one-line reason they are refused.
+    static func check(configPath: String?, command: RunCommand) -> Result<(RunCommand, Settings), L4LBError> {
+        do throws(L4LBError) {
+            let resolved = try Self.resolve(configPath: configPath, fallback: command)
+            return .success((resolved, try resolved.makeAllSettings()))
         } catch {
-            throw exitWithOperatorError(error.message)
+            return .failure(error)
         }
-        // Logged once the command line is known to be good, so that a bad flag stays a single line.
-        catalog.log(to: logger)
-        // Redis first: when it is reachable, its pool and policy are in force before the first client.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        var controlPlane: ControlPlane?
-        if let controlPlaneConfiguration {
-            let started = ControlPlane(
-                configuration: controlPlaneConfiguration,
-                router: router,
-                policies: policies,
-                initialPolicy: policySpec,
-                logger: logger
-            )
-            await started.start()
-            services.append(.init(service: ControlPlaneService(controlPlane: started)))
-            controlPlane = started
-        }
-        let publisher = controlPlane
-        let server = ProxyServer(
-            configuration: configuration,
-            router: router,
-            logger: logger,
-            healthEvents: { event in publisher?.publishEvent(event.json) }
-        )
-        if let controlPlane {
-            let startedAt = Date()
-            let instance = configuration.instanceID
-            controlPlane.reportStatus(instance: instance) { [statistics = controlPlane.statistics] in
-                InstanceStatus.json(
-                    instance: instance,
-                    startedAt: startedAt,
-                    router: router,
-                    redisConnected: statistics.isConnected
-                )
-            }
-        }
+    }
+
+    /// The flags in force: this command's, or with `configPath` the file's merged under the
+    /// command line's.
+    static func resolve(configPath: String?, fallback: RunCommand) throws(L4LBError) -> RunCommand {
+        guard let configPath else { return fallback }
+        let lines = try ConfigurationFile.read(configPath)
+        var commandLine = Array(CommandLine.arguments.dropFirst())
+        if commandLine.first == "run" { commandLine.removeFirst() }
+        let arguments = ConfigurationFile.merge(lines, commandLine: commandLine)
         do {
-            try await server.start()
+            return try RunCommand.parse(arguments)
         } catch {
-            await server.shutdown()
-            throw exitWithOperatorError((error as? L4LBError)?.message ?? "\(error)")
+            let message = RunCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid"
+            throw L4LBError(.invalidValue, "--config \(configPath): \(message)")
         }
-        logger.info(
-            "l4lb started",
-            metadata: [
-                "policy": "\(router.policy.name)",
-                "backends": "\(router.pool.specs.map(\.description).joined(separator: " "))",
-            ]
+    }
+
+    /// Everything `run` needs, checked: the data plane's configuration, the policy, the log level,
+    /// the control plane's configuration and the operational settings.
+    struct Settings {
+        var proxy: ProxyConfiguration
+        var policy: PolicySpec
+        var logLevel: Logger.Level
+        var controlPlane: ControlPlaneConfiguration?
+        var operations: OperationsOptions.Settings
+    }
+
+    func makeAllSettings() throws(L4LBError) -> Settings {
+        var (proxy, policy, level) = try self.makeSettings()
+        let operations = try self.operations.makeSettings()
+        proxy.sendProxyProtocol = operations.sendProxyProtocol
+        return Settings(
+            proxy: proxy,
+            policy: policy,
+            logLevel: level,
+            controlPlane: try self.redis.makeConfiguration(),
+            operations: operations
         )
-        if router.pool.isEmpty {
-            logger.warning("the pool is empty: clients are refused until a backend is added")
-        }
-        let group = ServiceGroup(
-            configuration: .init(
-                // Shut down in reverse order: the proxy drains before the control plane stops.
-                services: services + [.init(service: ProxyService(server: server, logger: logger))],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                cancellationSignals: [],
-                logger: logger
-            )
-        )
-        try await group.run()
     }
 
     /// Every flag checked and converted here, so a bad value is one clear line before anything listens.

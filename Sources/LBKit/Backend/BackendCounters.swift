@@ -9,6 +9,8 @@ public final class BackendCounters: Sendable {
     private let active = ManagedAtomic<Int>(0)
     private let total = ManagedAtomic<Int>(0)
     private let failures = ManagedAtomic<Int>(0)
+    private let fromClients = ManagedAtomic<Int>(0)
+    private let fromBackend = ManagedAtomic<Int>(0)
 
     public init() {}
 
@@ -20,6 +22,11 @@ public final class BackendCounters: Sendable {
     /// Connects to this backend that failed (refused, timed out, reset).
     public var connectFailures: Int { self.failures.load(ordering: .relaxed) }
 
+    /// Bytes relayed from clients to this backend, counted when each connection ends.
+    public var bytesFromClients: Int { self.fromClients.load(ordering: .relaxed) }
+    /// Bytes relayed from this backend to clients, counted when each connection ends.
+    public var bytesFromBackend: Int { self.fromBackend.load(ordering: .relaxed) }
+
     func connectionStarted() {
         self.active.wrappingIncrement(ordering: .relaxed)
         self.total.wrappingIncrement(ordering: .relaxed)
@@ -27,6 +34,11 @@ public final class BackendCounters: Sendable {
 
     func connectionEnded() {
         self.active.wrappingDecrement(ordering: .relaxed)
+    }
+
+    func relayed(fromClient: UInt64, fromBackend: UInt64) {
+        self.fromClients.wrappingIncrement(by: Int(truncatingIfNeeded: fromClient), ordering: .relaxed)
+        self.fromBackend.wrappingIncrement(by: Int(truncatingIfNeeded: fromBackend), ordering: .relaxed)
     }
 
     func connectFailed() {

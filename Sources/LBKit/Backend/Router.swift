@@ -8,11 +8,14 @@ public final class RoutingTable: AtomicReference, Sendable {
     public let pool: BackendPool
     public let policy: any LoadBalancingPolicy
     public let selector: any BackendSelector
+    /// Picks made with this table's policy, shared by every table of the same policy name.
+    let picks: ManagedAtomic<Int>
 
-    init(pool: BackendPool, policy: any LoadBalancingPolicy) {
+    init(pool: BackendPool, policy: any LoadBalancingPolicy, picks: ManagedAtomic<Int>) {
         self.pool = pool
         self.policy = policy
         self.selector = policy.makeSelector(for: pool)
+        self.picks = picks
     }
 }
 
@@ -28,11 +31,32 @@ public final class Router: Sendable {
     private let observers = NIOLockedValueBox<[@Sendable (BackendPool) -> Void]>([])
     /// Shared by every pool this router builds; the health checker turns it on and off.
     public let panic = PanicSwitch()
+    private let pickCounters: NIOLockedValueBox<[String: ManagedAtomic<Int>]>
 
     public init(policy: any LoadBalancingPolicy) {
+        let picks = ManagedAtomic<Int>(0)
+        self.pickCounters = NIOLockedValueBox([policy.name: picks])
         self.current = ManagedAtomic(
-            RoutingTable(pool: BackendPool(backends: [], generation: 0, panic: self.panic), policy: policy)
+            RoutingTable(
+                pool: BackendPool(backends: [], generation: 0, panic: self.panic),
+                policy: policy,
+                picks: picks
+            )
         )
+    }
+
+    /// Picks made so far by each policy that has been in force.
+    public var picksByPolicy: [String: Int] {
+        self.pickCounters.withLockedValue { $0.mapValues { $0.load(ordering: .relaxed) } }
+    }
+
+    private func picks(for policy: any LoadBalancingPolicy) -> ManagedAtomic<Int> {
+        self.pickCounters.withLockedValue { counters in
+            if let counter = counters[policy.name] { return counter }
+            let counter = ManagedAtomic<Int>(0)
+            counters[policy.name] = counter
+            return counter
+        }
     }
 
     /// Calls `observer` with every pool installed from now on, after it is in force (on the thread
@@ -76,7 +100,7 @@ public final class Router: Sendable {
                 generation: self.nextGeneration.loadThenWrappingIncrement(ordering: .relaxed),
                 panic: self.panic
             )
-            self.current.store(RoutingTable(pool: pool, policy: old.policy), ordering: .releasing)
+            self.current.store(RoutingTable(pool: pool, policy: old.policy, picks: old.picks), ordering: .releasing)
             return pool
         }
         for observer in self.observers.withLockedValue({ $0 }) {
@@ -89,7 +113,10 @@ public final class Router: Sendable {
     public func setPolicy(_ policy: any LoadBalancingPolicy) {
         self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)
-            self.current.store(RoutingTable(pool: old.pool, policy: policy), ordering: .releasing)
+            self.current.store(
+                RoutingTable(pool: old.pool, policy: policy, picks: self.picks(for: policy)),
+                ordering: .releasing
+            )
         }
     }
 }

@@ -29,6 +29,8 @@ public struct ProxyConfiguration: Sendable {
     /// Expect a PROXY protocol v1 or v2 header on every client connection, and take the client
     /// address from it; nil means no. The value is how long a client has to send it.
     public var acceptProxyProtocol: TimeAmount?
+    /// Send a PROXY protocol header of this version to backends before the client's bytes.
+    public var sendProxyProtocol: ProxyProtocolEncoder.Version?
     /// When backends are retired and restored (passive detection is always on).
     public var health: HealthSettings
     /// This instance's name in health events and status: by default host name and process id.
@@ -46,6 +48,7 @@ public struct ProxyConfiguration: Sendable {
         backlog: Int = 4096,
         maxPendingBytes: Int = 256 * 1024,
         acceptProxyProtocol: TimeAmount? = nil,
+        sendProxyProtocol: ProxyProtocolEncoder.Version? = nil,
         health: HealthSettings = HealthSettings(),
         instanceID: String = ProxyConfiguration.defaultInstanceID
     ) {
@@ -60,6 +63,7 @@ public struct ProxyConfiguration: Sendable {
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
         self.acceptProxyProtocol = acceptProxyProtocol
+        self.sendProxyProtocol = sendProxyProtocol
         self.health = health
         self.instanceID = instanceID
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 
@@ -21,6 +22,10 @@ final class BackendConnectHandler {
         var maxPendingBytes: Int
         var logger: Logger
         var health: HealthChecker
+        /// Where each closed connection is written, when `--access-log` is on.
+        var accessLog: AccessLog?
+        /// The PROXY protocol header to send to backends first, when `--send-proxy-protocol` is on.
+        var sendProxyProtocol: ProxyProtocolEncoder.Version?
         var noBackendLog: RateLimitedLog
         var connectFailureLog: RateLimitedLog
     }
@@ -37,6 +42,7 @@ final class BackendConnectHandler {
     }
 
     private let dependencies: Dependencies
+    private let outcome: ConnectionOutcome
     private var state = State.idle
     private var table: RoutingTable?
     private var client = ClientAddress.unspecified
@@ -47,8 +53,9 @@ final class BackendConnectHandler {
     private var clientSentEOF = false
     private var readHeld = false
 
-    init(dependencies: Dependencies) {
+    init(dependencies: Dependencies, outcome: ConnectionOutcome) {
         self.dependencies = dependencies
+        self.outcome = outcome
     }
 }
 
@@ -122,6 +129,7 @@ extension BackendConnectHandler {
             preconditionFailure("policy \(table.policy.name) picked index \(index) of a pool of \(table.pool.count)")
         }
         let backend = table.pool[index]
+        table.picks.wrappingIncrement(ordering: .relaxed)
         backend.counters.connectionStarted()
         table.policy.connectionOpened(to: backend)
         self.state = .connecting(backend: backend, index: index)
@@ -145,7 +153,7 @@ extension BackendConnectHandler {
         }
         self.state = .relaying
         self.dependencies.health.connectSucceeded(backend)
-        let glue = GlueHandler.matchedPair()
+        let glue = GlueHandler.matchedPair(outcome: self.outcome)
         do {
             try backendChannel.pipeline.syncOperations.addHandler(glue.backend)
             try context.pipeline.syncOperations.addHandler(glue.client, position: .after(self))
@@ -156,9 +164,28 @@ extension BackendConnectHandler {
             return
         }
         let policy = self.table?.policy
+        let accessLog = self.dependencies.accessLog
+        let outcome = self.outcome
+        let client = self.client
         context.channel.closeFuture.assumeIsolated().whenComplete { _ in
             backend.counters.connectionEnded()
+            backend.counters.relayed(fromClient: glue.client.bytesRead, fromBackend: glue.backend.bytesRead)
             policy?.connectionClosed(to: backend)
+            accessLog?.record(
+                AccessLog.Entry(
+                    time: Date(),
+                    client: client.description,
+                    backend: backend.address.description,
+                    bytesFromClient: glue.client.bytesRead,
+                    bytesFromBackend: glue.backend.bytesRead,
+                    duration: .now() - outcome.accepted,
+                    reason: (outcome.reason ?? .closedByL4LB).rawValue
+                )
+            )
+        }
+        if let version = self.dependencies.sendProxyProtocol {
+            let header = ProxyProtocolEncoder.header(version, client: self.client, local: context.channel.localAddress)
+            backendChannel.write(header, promise: nil)
         }
         while let buffer = self.pending.popFirst() {
             backendChannel.write(buffer, promise: nil)
@@ -192,6 +219,18 @@ extension BackendConnectHandler {
 
     private func refuse(context: ChannelHandlerContext) {
         self.state = .closed
+        self.outcome.record(.noBackend)
+        self.dependencies.accessLog?.record(
+            AccessLog.Entry(
+                time: Date(),
+                client: self.client.description,
+                backend: "-",
+                bytesFromClient: UInt64(self.pendingBytes),
+                bytesFromBackend: 0,
+                duration: .now() - self.outcome.accepted,
+                reason: ConnectionOutcome.Reason.noBackend.rawValue
+            )
+        )
         let reason =
             self.attempts > self.dependencies.connectAttempts ? "connect attempts exhausted" : "no backend available"
         self.dependencies.noBackendLog.warning(

@@ -7,17 +7,24 @@ import NIOCore
 /// Each event loop keeps its own set, touched only on that loop, so admitting and forgetting a
 /// connection takes no lock; the count across loops is one relaxed atomic.
 final class ConnectionRegistry: Sendable {
+    struct Entry {
+        var channel: Channel
+        var outcome: ConnectionOutcome
+    }
+
     private let active = ManagedAtomic<Int>(0)
-    private let setsByLoop: [ObjectIdentifier: NIOLoopBoundBox<[ObjectIdentifier: Channel]>]
+    private let accepted = ManagedAtomic<Int>(0)
+    private let refused = ManagedAtomic<Int>(0)
+    private let setsByLoop: [ObjectIdentifier: NIOLoopBoundBox<[ObjectIdentifier: Entry]>]
     private let loops: [any EventLoop]
 
     init(loops: [any EventLoop]) {
         self.loops = loops
-        var sets: [ObjectIdentifier: NIOLoopBoundBox<[ObjectIdentifier: Channel]>] = [:]
+        var sets: [ObjectIdentifier: NIOLoopBoundBox<[ObjectIdentifier: Entry]>] = [:]
         for loop in loops {
             sets[ObjectIdentifier(loop)] = .makeBoxSendingValue(
                 [:],
-                as: [ObjectIdentifier: Channel].self,
+                as: [ObjectIdentifier: Entry].self,
                 eventLoop: loop
             )
         }
@@ -26,20 +33,24 @@ final class ConnectionRegistry: Sendable {
 
     /// Client connections accepted and not yet closed, on all loops.
     var count: Int { self.active.load(ordering: .relaxed) }
+    var acceptedTotal: Int { self.accepted.load(ordering: .relaxed) }
+    var refusedTotal: Int { self.refused.load(ordering: .relaxed) }
 
     /// Records `channel`, on its event loop, until it closes. Returns false, recording nothing, when
     /// `limit` connections are already open.
-    func admit(_ channel: Channel, limit: Int?) -> Bool {
+    func admit(_ channel: Channel, outcome: ConnectionOutcome, limit: Int?) -> Bool {
         let before = self.active.loadThenWrappingIncrement(ordering: .relaxed)
         if let limit, before >= limit {
             self.active.wrappingDecrement(ordering: .relaxed)
+            self.refused.wrappingIncrement(ordering: .relaxed)
             return false
         }
+        self.accepted.wrappingIncrement(ordering: .relaxed)
         guard let set = self.setsByLoop[ObjectIdentifier(channel.eventLoop)] else {
             preconditionFailure("channel on an event loop the registry was not built for")
         }
         let key = ObjectIdentifier(channel)
-        set.value[key] = channel
+        set.value[key] = Entry(channel: channel, outcome: outcome)
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             set.value.removeValue(forKey: key)
             self.active.wrappingDecrement(ordering: .relaxed)
@@ -52,8 +63,9 @@ final class ConnectionRegistry: Sendable {
         for loop in self.loops {
             guard let set = self.setsByLoop[ObjectIdentifier(loop)] else { continue }
             try? await loop.submit {
-                for channel in set.value.values {
-                    channel.close(promise: nil)
+                for entry in set.value.values {
+                    entry.outcome.record(.closedByL4LB)
+                    entry.channel.close(promise: nil)
                 }
             }.get()
         }

@@ -17,6 +17,13 @@ final class GlueHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    enum Side {
+        case client
+        case backend
+    }
+
+    private let side: Side
+    private let outcome: ConnectionOutcome
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
@@ -27,12 +34,16 @@ final class GlueHandler {
     /// Bytes this side has read and handed to its partner.
     private(set) var bytesRead: UInt64 = 0
 
-    private init() {}
+    private init(side: Side, outcome: ConnectionOutcome) {
+        self.side = side
+        self.outcome = outcome
+    }
 
     /// Two handlers that relay to each other: one for the client channel, one for the backend's.
-    static func matchedPair() -> (client: GlueHandler, backend: GlueHandler) {
-        let client = GlueHandler()
-        let backend = GlueHandler()
+    /// Whichever side ends first records why in `outcome`.
+    static func matchedPair(outcome: ConnectionOutcome) -> (client: GlueHandler, backend: GlueHandler) {
+        let client = GlueHandler(side: .client, outcome: outcome)
+        let backend = GlueHandler(side: .backend, outcome: outcome)
         client.partner = backend
         backend.partner = client
         return (client, backend)
@@ -102,6 +113,7 @@ extension GlueHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.outcome.record(self.side == .client ? .clientClosed : .backendClosed)
         if self.failed {
             self.partner?.partnerCloseFull()
         } else {
@@ -112,6 +124,7 @@ extension GlueHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             // EOF from this side: the other side's peer gets a FIN, and may still answer.
+            self.outcome.record(self.side == .client ? .clientClosed : .backendClosed)
             self.partner?.partnerWriteEOF()
         }
         context.fireUserInboundEventTriggered(event)
@@ -120,6 +133,7 @@ extension GlueHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // A reset or write error on either side ends the whole relay.
         self.failed = true
+        self.outcome.record(self.side == .client ? .clientError : .backendError)
         self.partner?.partnerCloseFull()
         context.close(promise: nil)
     }

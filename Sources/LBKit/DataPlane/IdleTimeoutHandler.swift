@@ -6,8 +6,15 @@ import NIOCore
 final class IdleTimeoutHandler: ChannelInboundHandler {
     typealias InboundIn = NIOAny
 
+    private let outcome: ConnectionOutcome
+
+    init(outcome: ConnectionOutcome) {
+        self.outcome = outcome
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
+            self.outcome.record(.idleTimeout)
             context.close(promise: nil)
             return
         }

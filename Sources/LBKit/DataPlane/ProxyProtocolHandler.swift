@@ -17,11 +17,13 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
     private let timeout: TimeAmount
     private let logger: Logger
     private let refusals: RateLimitedLog
+    private let outcome: ConnectionOutcome
     private var buffered: ByteBuffer?
     private var timer: Scheduled<Void>?
     private var done = false
 
-    init(timeout: TimeAmount, logger: Logger, refusals: RateLimitedLog) {
+    init(timeout: TimeAmount, logger: Logger, refusals: RateLimitedLog, outcome: ConnectionOutcome) {
+        self.outcome = outcome
         self.timeout = timeout
         self.logger = logger
         self.refusals = refusals
@@ -74,6 +76,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
         guard !self.done else { return }
         self.done = true
         self.timer?.cancel()
+        self.outcome.record(.proxyHeaderInvalid)
         self.refusals.warning(
             self.logger,
             "closing client: \(reason)",

@@ -29,7 +29,8 @@ public final class ProxyServer: Sendable {
         router: Router,
         logger: Logger,
         group: MultiThreadedEventLoopGroup? = nil,
-        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil,
+        accessLog: AccessLog? = nil
     ) {
         self.configuration = configuration
         self.router = router
@@ -55,6 +56,8 @@ public final class ProxyServer: Sendable {
             maxPendingBytes: configuration.maxPendingBytes,
             logger: logger,
             health: self.health,
+            accessLog: accessLog,
+            sendProxyProtocol: configuration.sendProxyProtocol,
             noBackendLog: RateLimitedLog(),
             connectFailureLog: RateLimitedLog()
         )
@@ -62,6 +65,11 @@ public final class ProxyServer: Sendable {
 
     /// Client connections open now.
     public var activeConnections: Int { self.registry.count }
+    /// Client connections accepted since start, and those refused by `--max-connections`.
+    public var acceptedConnections: Int { self.registry.acceptedTotal }
+    public var refusedConnections: Int { self.registry.refusedTotal }
+    /// The event loops, for other services (the admin endpoint) to run on.
+    public var eventLoopGroup: MultiThreadedEventLoopGroup { self.group }
 
     /// The addresses actually bound (with the kernel's ports where port 0 was asked for).
     public var localAddresses: [SocketAddress] {
@@ -79,7 +87,7 @@ public final class ProxyServer: Sendable {
                 bound.append(try await bootstrap.bind(to: socketAddress).get())
             } catch {
                 for channel in bound { try? await channel.close() }
-                let reason = (error as? L4LBError)?.message ?? "\(error)"
+                let reason = (error as? L4LBError)?.message ?? Describe.error(error)
                 throw L4LBError(.bindFailed, "cannot listen on \(address): \(reason)")
             }
         }
@@ -141,7 +149,8 @@ public final class ProxyServer: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                guard registry.admit(channel, limit: maxConnections) else {
+                let outcome = ConnectionOutcome()
+                guard registry.admit(channel, outcome: outcome, limit: maxConnections) else {
                     overloadLog.warning(
                         logger,
                         "refusing client: --max-connections reached",
@@ -156,15 +165,16 @@ public final class ProxyServer: Sendable {
                             ProxyProtocolHandler(
                                 timeout: proxyHeaderTimeout,
                                 logger: logger,
-                                refusals: proxyHeaderRefusals
+                                refusals: proxyHeaderRefusals,
+                                outcome: outcome
                             )
                         )
                     }
                     if let idleTimeout {
                         try handlers.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                        try handlers.addHandler(IdleTimeoutHandler())
+                        try handlers.addHandler(IdleTimeoutHandler(outcome: outcome))
                     }
-                    try handlers.addHandler(BackendConnectHandler(dependencies: dependencies))
+                    try handlers.addHandler(BackendConnectHandler(dependencies: dependencies, outcome: outcome))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -8,15 +8,19 @@ import ServiceLifecycle
 public struct ProxyService: Service {
     private let server: ProxyServer
     private let logger: Logger
+    private let onShutdown: @Sendable () -> Void
 
-    public init(server: ProxyServer, logger: Logger) {
+    /// - Parameter onShutdown: called when shutdown begins, before the drain (systemd's STOPPING=1).
+    public init(server: ProxyServer, logger: Logger, onShutdown: @escaping @Sendable () -> Void = {}) {
         self.server = server
         self.logger = logger
+        self.onShutdown = onShutdown
     }
 
     public func run() async throws {
         // Returns when graceful shutdown is requested; throws if the task is cancelled instead.
         let cancelled = (try? await gracefulShutdown()) == nil
+        self.onShutdown()
         await self.server.stopAccepting()
         if !cancelled {
             let open = self.server.activeConnections

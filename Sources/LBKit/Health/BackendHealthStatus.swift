@@ -6,8 +6,14 @@ import Atomics
 public final class BackendHealthStatus: Sendable {
     private let retired = ManagedAtomic<Bool>(false)
     private let failing = ManagedAtomic<Bool>(false)
+    private let retirements = ManagedAtomic<Int>(0)
+    private let recoveries = ManagedAtomic<Int>(0)
 
     public init() {}
+
+    /// Times this backend was retired, and brought back, since it joined the pool.
+    public var retirementCount: Int { self.retirements.load(ordering: .relaxed) }
+    public var recoveryCount: Int { self.recoveries.load(ordering: .relaxed) }
 
     /// Retired backends get no new clients (except in panic mode, when every backend is retired).
     public var isRetired: Bool { self.retired.load(ordering: .relaxed) }
@@ -16,7 +22,11 @@ public final class BackendHealthStatus: Sendable {
     /// reports successes to the health checker only when they matter, not on every connection.
     var hasUnclearedFailures: Bool { self.failing.load(ordering: .relaxed) }
 
-    func setRetired(_ value: Bool) { self.retired.store(value, ordering: .relaxed) }
+    func setRetired(_ value: Bool) {
+        let before = self.retired.exchange(value, ordering: .relaxed)
+        if value && !before { self.retirements.wrappingIncrement(ordering: .relaxed) }
+        if !value && before { self.recoveries.wrappingIncrement(ordering: .relaxed) }
+    }
     func setFailing(_ value: Bool) { self.failing.store(value, ordering: .relaxed) }
 }
 

@@ -1,5 +1,9 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The client's address as plain bytes and a port, the shape that a C policy plugin can receive as is.
 ///
 /// For IPv4 the first four bytes hold the address in network order; for IPv6 all sixteen do.
@@ -82,11 +86,14 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
         case .ipv4:
             return self.bytes.map(String.init).joined(separator: ".") + ":\(self.port)"
         case .ipv6:
-            let bytes = self.bytes
-            let groups = stride(from: 0, to: 16, by: 2).map {
-                String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16)
+            var text = [CChar](repeating: 0, count: 64)
+            var raw = in6_addr()
+            withUnsafeMutableBytes(of: &raw) { target in
+                self.withAddressBytes { target.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
             }
-            return "[" + groups.joined(separator: ":") + "]:\(self.port)"
+            inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
+            let address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return "[\(address)]:\(self.port)"
         case .unspecified:
             return "unknown"
         }

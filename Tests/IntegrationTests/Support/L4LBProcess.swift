@@ -82,7 +82,7 @@ final class L4LBProcess: Sendable {
     }
 
     private static func firstListeningPort(in text: String) -> Int? {
-        for line in text.split(separator: "\n") where line.hasSuffix("listening") {
+        for line in text.split(separator: "\n") where line.contains(": listening address=") {
             guard let range = line.range(of: "address=") else { continue }
             let address = line[range.upperBound...].prefix { $0 != " " }
             if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) {

@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The operator's window into a running l4lb, opened only with `--admin`: `GET /metrics`
+/// (Prometheus text format), `GET /status` (JSON) and `GET /healthz`.
+public final class AdminServer: Sendable {
+    public struct Endpoints: Sendable {
+        public var metrics: @Sendable () -> [UInt8]
+        public var status: @Sendable () -> String
+        /// nil when healthy; otherwise the reason, answered with 503.
+        public var unhealthyReason: @Sendable () -> String?
+
+        public init(
+            metrics: @escaping @Sendable () -> [UInt8],
+            status: @escaping @Sendable () -> String,
+            unhealthyReason: @escaping @Sendable () -> String?
+        ) {
+            self.metrics = metrics
+            self.status = status
+            self.unhealthyReason = unhealthyReason
+        }
+    }
+
+    private let channel: Channel
+
+    private init(channel: Channel) {
+        self.channel = channel
+    }
+
+    /// Binds `address` on `group`; throws a one-line error if it cannot.
+    public static func start(
+        at address: HostAndPort,
+        group: EventLoopGroup,
+        endpoints: Endpoints,
+        logger: Logger
+    ) async throws -> AdminServer {
+        let channel: Channel
+        do {
+            let socketAddress = try BackendResolver.resolve(address)
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { child in
+                    child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try child.pipeline.syncOperations.addHandler(AdminHandler(endpoints: endpoints))
+                    }
+                }
+                .bind(to: socketAddress).get()
+        } catch {
+            throw L4LBError(
+                .bindFailed,
+                "cannot open the admin endpoint on \(address): \((error as? L4LBError)?.message ?? "\(error)")"
+            )
+        }
+        logger.info("admin endpoint listening", metadata: ["address": "\(Describe.address(channel.localAddress))"])
+        return AdminServer(channel: channel)
+    }
+
+    public var localAddress: SocketAddress? { self.channel.localAddress }
+
+    public func stop() async {
+        try? await self.channel.close()
+    }
+}
+
+/// Answers one request per call; GET (and HEAD) only.
+private final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let endpoints: AdminServer.Endpoints
+    private var request: HTTPRequestHead?
+
+    init(endpoints: AdminServer.Endpoints) {
+        self.endpoints = endpoints
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.request = head
+        case .body:
+            break
+        case .end:
+            guard let head = self.request else { return }
+            self.request = nil
+            self.respond(to: head, context: context)
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let (status, contentType, body): (HTTPResponseStatus, String, [UInt8])
+        if head.method != .GET && head.method != .HEAD {
+            (status, contentType, body) = (.methodNotAllowed, "text/plain", Array("GET only\n".utf8))
+        } else {
+            switch path {
+            case "/metrics":
+                (status, contentType, body) = (
+                    .ok, "text/plain; version=0.0.4; charset=utf-8", self.endpoints.metrics()
+                )
+            case "/status":
+                (status, contentType, body) = (.ok, "application/json", Array((self.endpoints.status() + "\n").utf8))
+            case "/healthz":
+                if let reason = self.endpoints.unhealthyReason() {
+                    (status, contentType, body) = (.serviceUnavailable, "text/plain", Array("\(reason)\n".utf8))
+                } else {
+                    (status, contentType, body) = (.ok, "text/plain", Array("ok\n".utf8))
+                }
+            default:
+                (status, contentType, body) = (
+                    .notFound, "text/plain", Array("not found: try /metrics, /status, /healthz\n".utf8)
+                )
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.count)")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(
+            self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil
+        )
+        if head.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        }
+        let done = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension AdminHandler: Sendable {}
