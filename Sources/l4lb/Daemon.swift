@@ -25,6 +25,10 @@ enum Daemon {
         let (readEnd, writeEnd) = (pipeEnds[0], pipeEnds[1])
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
 
+        // The child must inherit nothing but standard input/output/error and the ready pipe: an
+        // inherited descriptor (a supervisor's pipe, a socket) would tie the daemon to this process.
+        Self.closeOnExec(allExcept: [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, writeEnd])
+
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -64,6 +68,14 @@ enum Daemon {
         var childStatus: Int32 = 0
         waitpid(pid, &childStatus, WNOHANG)
         return 1
+    }
+
+    private static func closeOnExec(allExcept kept: Set<Int32>) {
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for name in descriptors {
+            guard let fd = Int32(name), !kept.contains(fd) else { continue }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
     }
 
     /// In the child, once it listens: tell the parent, then let go of the terminal.

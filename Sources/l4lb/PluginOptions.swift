@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LBKit
 import Logging
 import Policies
@@ -13,8 +14,16 @@ struct PluginOptions: ParsableArguments {
     var directories: [String] = []
 
     func makeCatalog() -> PluginCatalog {
-        PluginCatalog(
-            directories: self.directories,
+        // Installed plugins live in PREFIX/lib/l4lb/plugins, beside PREFIX/bin/l4lb.
+        var directories = self.directories
+        if let executable = PluginCatalog.executableDirectory {
+            let installed = ((executable as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
+                "lib/l4lb/plugins"
+            )
+            if FileManager.default.fileExists(atPath: installed) { directories.append(installed) }
+        }
+        return PluginCatalog(
+            directories: directories,
             defaultDirectory: PluginCatalog.executableDirectory,
             reservedNames: Set(BuiltinPolicies.names)
         )

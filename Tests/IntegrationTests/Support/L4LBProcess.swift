@@ -26,10 +26,13 @@ final class L4LBProcess: Sendable {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("l4lb")
     }
 
-    init(arguments: [String]) throws {
+    init(arguments: [String], environment: [String: String] = [:]) throws {
         let process = Process()
         process.executableURL = Self.executableURL
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
@@ -81,8 +84,18 @@ final class L4LBProcess: Sendable {
         return port
     }
 
-    private static func firstListeningPort(in text: String) -> Int? {
-        for line in text.split(separator: "\n") where line.contains(": listening address=") {
+    /// The port of the admin endpoint, once l4lb logs it.
+    func adminPort(timeoutSeconds: Double = 10) async -> Int? {
+        var port: Int?
+        _ = await eventually(timeoutSeconds: timeoutSeconds) {
+            port = Self.firstListeningPort(in: self.text, marker: ": admin endpoint listening address=")
+            return port != nil || !self.process.isRunning
+        }
+        return port
+    }
+
+    private static func firstListeningPort(in text: String, marker: String = ": listening address=") -> Int? {
+        for line in text.split(separator: "\n") where line.contains(marker) {
             guard let range = line.range(of: "address=") else { continue }
             let address = line[range.upperBound...].prefix { $0 != " " }
             if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) {

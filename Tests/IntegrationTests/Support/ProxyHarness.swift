@@ -19,7 +19,8 @@ struct ProxyHarness {
         policy: any LoadBalancingPolicy = RoundRobinPolicy(),
         threads: Int = 2,
         configure: (inout ProxyConfiguration) -> Void = { _ in },
-        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil,
+        accessLog: AccessLog? = nil
     ) async throws -> ProxyHarness {
         var configuration = ProxyConfiguration(listen: [HostAndPort(host: "127.0.0.1", port: 0)], backends: backends)
         configuration.eventLoopThreads = threads
@@ -32,7 +33,8 @@ struct ProxyHarness {
             configuration: configuration,
             router: router,
             logger: logger,
-            healthEvents: healthEvents
+            healthEvents: healthEvents,
+            accessLog: accessLog
         )
         let addresses = try await server.start()
         return ProxyHarness(server: server, router: router, port: addresses[0].port!)

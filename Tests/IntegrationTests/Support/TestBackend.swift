@@ -1,4 +1,5 @@
 import Atomics
+import LBKit
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -15,6 +16,9 @@ final class TestBackend: Sendable {
         case answerAfterEOF(String)
         /// Accepts and never reads until `resumeReading()`.
         case stalled
+        /// Reads a PROXY protocol header and answers what it said: the raw v1 line, or for v2
+        /// "v2 <client address:port>", then closes.
+        case reportProxyHeader
     }
 
     let name: String
@@ -47,6 +51,7 @@ final class TestBackend: Sendable {
         case .greet(let n), .answerAfterEOF(let n): name = n
         case .echo: name = "echo"
         case .stalled: name = "stalled"
+        case .reportProxyHeader: name = "proxy-report"
         }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -120,6 +125,7 @@ private final class BackendHandler: ChannelInboundHandler {
     private let behavior: TestBackend.Behavior
     private let state: SharedState
     private var received = 0
+    private var header = ByteBuffer()
 
     init(behavior: TestBackend.Behavior, state: SharedState) {
         self.behavior = behavior
@@ -142,6 +148,24 @@ private final class BackendHandler: ChannelInboundHandler {
             context.write(self.wrapOutboundOut(buffer), promise: nil)
         case .answerAfterEOF, .stalled:
             break
+        case .reportProxyHeader:
+            self.header.writeImmutableBuffer(buffer)
+            let view = self.header.readableBytesView
+            switch ProxyProtocolHeader.parse(view) {
+            case .needMoreBytes:
+                return
+            case .invalid(let reason):
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "invalid \(reason)\n")), promise: nil)
+            case .header(let client, let length):
+                let answer: String
+                if view.first == UInt8(ascii: "P") {
+                    answer = String(decoding: view.prefix(length - 2), as: UTF8.self)
+                } else {
+                    answer = "v2 \(client.map(\.description) ?? "local")"
+                }
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: answer + "\n")), promise: nil)
+            }
+            self.header.clear()
         }
     }
 

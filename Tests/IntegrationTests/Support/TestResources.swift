@@ -31,13 +31,15 @@ final class TestResources: Sendable {
         backends: [BackendSpec],
         policy: any LoadBalancingPolicy = RoundRobinPolicy(),
         configure: (inout ProxyConfiguration) -> Void = { _ in },
-        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil
+        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil,
+        accessLog: AccessLog? = nil
     ) async throws -> ProxyHarness {
         let proxy = try await ProxyHarness.start(
             backends: backends,
             policy: policy,
             configure: configure,
-            healthEvents: healthEvents
+            healthEvents: healthEvents,
+            accessLog: accessLog
         )
         self.onStop { await proxy.stop() }
         return proxy
