@@ -31,12 +31,7 @@ struct ValueTypeTests {
 
     @Test("a router keeps one entry per address and keeps counters across pool changes")
     func routerPoolChanges() throws {
-        final class First: LoadBalancingPolicy, BackendSelector {
-            let name = "first"
-            func makeSelector(for pool: BackendPool) -> any BackendSelector { self }
-            func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? { 0 }
-        }
-        let router = Router(policy: First())
+        let router = Router(policy: FirstBackendPolicy())
         let a = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 1))
         let b = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 2))
         try router.setPool([a, b, a])
@@ -53,16 +48,18 @@ struct ValueTypeTests {
 
     @Test("a backend name that does not resolve is refused and leaves the pool as it was")
     func unresolvable() throws {
-        final class First: LoadBalancingPolicy, BackendSelector {
-            let name = "first"
-            func makeSelector(for pool: BackendPool) -> any BackendSelector { self }
-            func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? { 0 }
-        }
-        let router = Router(policy: First())
+        let router = Router(policy: FirstBackendPolicy())
         try router.setPool([BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 1))])
         #expect(throws: L4LBError.self) {
             try router.setPool([BackendSpec(address: HostAndPort(host: "no-such-host.invalid", port: 1))])
         }
         #expect(router.pool.count == 1)
     }
+}
+
+/// The simplest policy: always the first backend. For tests of the router, not of policies.
+private final class FirstBackendPolicy: LoadBalancingPolicy, BackendSelector {
+    let name = "first"
+    func makeSelector(for pool: BackendPool) -> any BackendSelector { self }
+    func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? { 0 }
 }
