@@ -12,22 +12,45 @@ final class BackendConnectHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
 
-    /// Shared, immutable parts of the data plane, built once at start.
-    struct Dependencies: Sendable {
-        var router: Router
-        var connector: BackendConnector
-        var connectAttempts: Int
+    /// Shared, immutable parts of the data plane, built once at start. A class, so that each new
+    /// connection's handler takes one reference instead of copying a dozen fields.
+    final class Dependencies: Sendable {
+        let router: Router
+        let connector: BackendConnector
+        let connectAttempts: Int
         /// With `--accept-proxy-protocol` the client address comes from the PROXY header: wait for it.
-        var waitsForProxyHeader: Bool
-        var maxPendingBytes: Int
-        var logger: Logger
-        var health: HealthChecker
+        let waitsForProxyHeader: Bool
+        let maxPendingBytes: Int
+        let logger: Logger
+        let health: HealthChecker
         /// Where each closed connection is written, when `--access-log` is on.
-        var accessLog: AccessLog?
+        let accessLog: AccessLog?
         /// The PROXY protocol header to send to backends first, when `--send-proxy-protocol` is on.
-        var sendProxyProtocol: ProxyProtocolEncoder.Version?
-        var noBackendLog: RateLimitedLog
-        var connectFailureLog: RateLimitedLog
+        let sendProxyProtocol: ProxyProtocolEncoder.Version?
+        let noBackendLog = RateLimitedLog()
+        let connectFailureLog = RateLimitedLog()
+
+        init(
+            router: Router,
+            connector: BackendConnector,
+            connectAttempts: Int,
+            waitsForProxyHeader: Bool,
+            maxPendingBytes: Int,
+            logger: Logger,
+            health: HealthChecker,
+            accessLog: AccessLog?,
+            sendProxyProtocol: ProxyProtocolEncoder.Version?
+        ) {
+            self.router = router
+            self.connector = connector
+            self.connectAttempts = connectAttempts
+            self.waitsForProxyHeader = waitsForProxyHeader
+            self.maxPendingBytes = maxPendingBytes
+            self.logger = logger
+            self.health = health
+            self.accessLog = accessLog
+            self.sendProxyProtocol = sendProxyProtocol
+        }
     }
 
     private enum State {
@@ -167,7 +190,7 @@ extension BackendConnectHandler {
         let accessLog = self.dependencies.accessLog
         let outcome = self.outcome
         let client = self.client
-        context.channel.closeFuture.assumeIsolated().whenComplete { _ in
+        self.outcome.whenClosed = {
             backend.counters.connectionEnded()
             backend.counters.relayed(fromClient: glue.client.bytesRead, fromBackend: glue.backend.bytesRead)
             policy?.connectionClosed(to: backend)

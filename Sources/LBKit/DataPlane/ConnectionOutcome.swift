@@ -20,6 +20,9 @@ final class ConnectionOutcome {
 
     let accepted = NIODeadline.now()
     private(set) var reason: Reason?
+    /// Work for when the client channel has closed (release the backend, count bytes, log), run by
+    /// the connection registry's one close callback rather than by a second one.
+    var whenClosed: (() -> Void)?
 
     /// Records `reason` unless an earlier one is already known.
     func record(_ reason: Reason) {

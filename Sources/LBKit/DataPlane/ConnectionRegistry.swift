@@ -52,6 +52,8 @@ final class ConnectionRegistry: Sendable {
         let key = ObjectIdentifier(channel)
         set.value[key] = Entry(channel: channel, outcome: outcome)
         channel.closeFuture.assumeIsolated().whenComplete { _ in
+            outcome.whenClosed?()
+            outcome.whenClosed = nil
             set.value.removeValue(forKey: key)
             self.active.wrappingDecrement(ordering: .relaxed)
         }

@@ -57,9 +57,7 @@ public final class ProxyServer: Sendable {
             logger: logger,
             health: self.health,
             accessLog: accessLog,
-            sendProxyProtocol: configuration.sendProxyProtocol,
-            noBackendLog: RateLimitedLog(),
-            connectFailureLog: RateLimitedLog()
+            sendProxyProtocol: configuration.sendProxyProtocol
         )
     }
 
