@@ -34,7 +34,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         parsing: .unconditional,
-        help: "Most client connections open at once; further clients are refused. 0 = no limit."
+        help: "Most client connections open at once; further clients wait in the listen queue. 0 = no limit."
     )
     var maxConnections: Int = 0
 

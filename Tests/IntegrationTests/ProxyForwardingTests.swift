@@ -143,7 +143,7 @@ struct ProxyForwardingTests {
         }
     }
 
-    @Test("--max-connections refuses clients past the limit and admits again after a close")
+    @Test("--max-connections: past the limit clients wait in the listen queue and are served when a slot frees")
     func maxConnections() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.greet("a"))
@@ -153,12 +153,19 @@ struct ProxyForwardingTests {
             let second = try BlockingClient(port: proxy.port)
             #expect(try first?.readLine() == "a")
             #expect(try second.readLine() == "a")
-            let third = try BlockingClient(port: proxy.port)
-            #expect(try third.readLine() == nil)
+            // The kernel completes the third handshake, but l4lb does not accept it yet.
+            let third = try BlockingClient(port: proxy.port, timeoutSeconds: 1)
+            #expect(throws: BlockingClient.Failure.self) { try third.readLine() }
+            #expect(proxy.server.activeConnections == 2)
+            #expect(backend.acceptedCount == 2)
             first = nil
-            #expect(await eventually { proxy.server.activeConnections == 1 })
-            #expect(try BlockingClient.greeting(port: proxy.port) == "a")
-            withExtendedLifetime((first, second)) {}
+            let waiting = try BlockingClient(port: proxy.port, timeoutSeconds: 1)
+            _ = waiting
+            #expect(await eventually { backend.acceptedCount >= 3 })
+            #expect(try third.readLine() == "a")
+            #expect(proxy.server.activeConnections == 2)
+            #expect(proxy.server.acceptPauses >= 1)
+            withExtendedLifetime((first, second, waiting)) {}
         }
     }
 

@@ -13,7 +13,8 @@ public struct ProxyConfiguration: Sendable {
     /// Close a connection after this long with no byte in either direction; nil means never, so long
     /// quiet connections (databases, SSH) are not cut by surprise.
     public var idleTimeout: TimeAmount?
-    /// Clients accepted at once; further clients are refused until one closes. Nil means no limit.
+    /// Clients served at once; further clients wait in the kernel's listen queue (as with HAProxy's
+    /// maxconn) until one closes. Nil means no limit.
     public var maxConnections: Int?
     /// Backends tried for one client before it is closed (the first pick included).
     public var connectAttempts: Int

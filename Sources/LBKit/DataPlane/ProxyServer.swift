@@ -17,7 +17,6 @@ public final class ProxyServer: Sendable {
     private let listeners = NIOLockedValueBox<[Channel]>([])
     /// Retires dead backends and brings them back.
     public let health: HealthChecker
-    private let overloadLog = RateLimitedLog()
     private let proxyHeaderRefusals = RateLimitedLog()
 
     /// - Parameters:
@@ -39,7 +38,7 @@ public final class ProxyServer: Sendable {
         self.ownsGroup = group == nil
         let loops = Array(self.group.makeIterator())
         self.connector = BackendConnector(loops: loops, connectTimeout: configuration.connectTimeout)
-        self.registry = ConnectionRegistry(loops: loops)
+        self.registry = ConnectionRegistry(loops: loops, limit: configuration.maxConnections)
         self.health = HealthChecker(
             router: router,
             settings: configuration.health,
@@ -63,9 +62,11 @@ public final class ProxyServer: Sendable {
 
     /// Client connections open now.
     public var activeConnections: Int { self.registry.count }
-    /// Client connections accepted since start, and those refused by `--max-connections`.
+    /// Client connections accepted since start.
     public var acceptedConnections: Int { self.registry.acceptedTotal }
-    public var refusedConnections: Int { self.registry.refusedTotal }
+    /// Times accepting paused because `--max-connections` were open (clients then wait in the
+    /// kernel's listen queue).
+    public var acceptPauses: Int { self.registry.pausesTotal }
     /// The event loops, for other services (the admin endpoint) to run on.
     public var eventLoopGroup: MultiThreadedEventLoopGroup { self.group }
 
@@ -140,22 +141,27 @@ public final class ProxyServer: Sendable {
         let proxyHeaderTimeout = self.configuration.acceptProxyProtocol
         let proxyHeaderRefusals = self.proxyHeaderRefusals
         let logger = self.logger
-        let overloadLog = self.overloadLog
-        return ServerBootstrap(group: self.group)
+        let limited = maxConnections != nil
+        var bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: Int32(clamping: self.configuration.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        if limited {
+            // Accept one connection per read, so that the gate is asked before each.
+            bootstrap = bootstrap.serverChannelOption(.maxMessagesPerRead, value: 1)
+        }
+        return
+            bootstrap
+            .serverChannelInitializer { channel in
+                guard limited else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(registry.makeAcceptGate(on: channel.eventLoop))
+                }
+            }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let outcome = ConnectionOutcome()
-                guard registry.admit(channel, outcome: outcome, limit: maxConnections) else {
-                    overloadLog.warning(
-                        logger,
-                        "refusing client: --max-connections reached",
-                        metadata: ["limit": "\(maxConnections ?? 0)"]
-                    )
-                    return channel.close()
-                }
+                registry.admit(channel, outcome: outcome)
                 do {
                     let handlers = channel.pipeline.syncOperations
                     if let proxyHeaderTimeout {

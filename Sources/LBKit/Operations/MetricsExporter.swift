@@ -58,10 +58,10 @@ public final class MetricsExporter: Sendable {
         gauge("l4lb_connections_active", "Client connections open now.", [], Double(server.activeConnections))
         counter("l4lb_connections_accepted_total", "Client connections accepted.", [], server.acceptedConnections)
         counter(
-            "l4lb_connections_refused_total",
-            "Clients refused by --max-connections.",
+            "l4lb_accept_paused_total",
+            "Times accepting paused because --max-connections were open.",
             [],
-            server.refusedConnections
+            server.acceptPauses
         )
         gauge(
             "l4lb_panic_mode",

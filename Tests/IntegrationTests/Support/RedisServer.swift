@@ -11,9 +11,10 @@ import Glibc
 final class RedisServer: @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible {
         let description: String
+        var exitedEarly = false
     }
 
-    let port: Int
+    private(set) var port: Int
     let directory: URL
     private var process: Process?
     /// Holds the port while the server is down, so that a parallel test's server cannot take it and
@@ -29,7 +30,18 @@ final class RedisServer: @unchecked Sendable {
             "l4lb-redis-\(UUID().uuidString)"
         )
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
-        try await self.start()
+        // The port is free between releasing the reservation and redis binding it; if a server of a
+        // parallel test took it in that moment, redis exits at once: try another port.
+        for attempt in 1...3 {
+            do {
+                try await self.start()
+                return
+            } catch let failure as Failure where failure.exitedEarly && attempt < 3 {
+                let next = PortReservation()
+                self.port = next.port
+                self.reservation = next
+            }
+        }
     }
 
     deinit {
@@ -59,11 +71,19 @@ final class RedisServer: @unchecked Sendable {
         try process.run()
         self.process = process
         let up = await eventually(timeoutSeconds: 10) {
-            (try? RedisConnection(self.endpoint, timeout: .milliseconds(200)).command(["PING"])) == .status("PONG")
+            !process.isRunning
+                || (try? RedisConnection(self.endpoint, timeout: .milliseconds(200)).command(["PING"]))
+                    == .status("PONG")
         }
-        guard up else {
+        guard up, process.isRunning else {
+            let exitedEarly = !process.isRunning
             self.kill()
-            throw Failure(description: "redis-server did not answer PING on port \(self.port) within 10 s")
+            throw Failure(
+                description: exitedEarly
+                    ? "redis-server exited at start on port \(self.port)"
+                    : "redis-server did not answer PING on port \(self.port) within 10 s",
+                exitedEarly: exitedEarly
+            )
         }
     }
 
