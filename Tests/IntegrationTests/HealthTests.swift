@@ -67,6 +67,30 @@ struct HealthTests {
         }
     }
 
+    @Test("a backend that accepts and resets before sending a byte counts as failing and is retired")
+    func resetBeforeFirstByte() async throws {
+        try await withTestResources { r in
+            let resetter = try await r.backend(.resetOnAccept)
+            let alive = try await r.backend(.greet("a"))
+            let proxy = try await r.proxy(backends: [resetter.spec, alive.spec]) { configuration in
+                Self.fastHealth(&configuration)
+                configuration.health.retireAfter = 2
+            }
+            let resetBackend = try #require(proxy.router.pool.backends.first { $0.address.port == resetter.port })
+            // Clients sent to it are closed (their bytes may already be on their way); once retired,
+            // every client is served by the other backend.
+            for _ in 0..<8 where !resetBackend.isRetired {
+                _ = try? BlockingClient(port: proxy.port, timeoutSeconds: 2).readLine()
+                _ = await eventually(timeoutSeconds: 0.2) { resetBackend.isRetired }
+            }
+            #expect(resetBackend.isRetired)
+            #expect(resetBackend.counters.connectFailures >= 2)
+            for _ in 0..<4 {
+                #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+        }
+    }
+
     @Test("all backends dead: panic mode tries them all; one comes back: normal again")
     func panicMode() async throws {
         try await withTestResources { r in

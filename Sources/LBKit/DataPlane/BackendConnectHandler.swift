@@ -175,8 +175,8 @@ extension BackendConnectHandler {
             return
         }
         self.state = .relaying
-        self.dependencies.health.connectSucceeded(backend)
         let glue = GlueHandler.matchedPair(outcome: self.outcome)
+        glue.backend.watch(backend, health: self.dependencies.health)
         do {
             try backendChannel.pipeline.syncOperations.addHandler(glue.backend)
             try context.pipeline.syncOperations.addHandler(glue.client, position: .after(self))

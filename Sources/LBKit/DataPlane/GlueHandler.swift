@@ -1,5 +1,9 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One half of a pair that relays bytes between a client channel and its backend channel, after
 /// SwiftNIO's connect-proxy "glue": both channels live on one event loop, so the pair talks through
 /// plain method calls and needs no lock.
@@ -33,6 +37,10 @@ final class GlueHandler {
     private var failed = false
     /// Bytes this side has read and handed to its partner.
     private(set) var bytesRead: UInt64 = 0
+    /// On the backend side: the backend and the health checker to tell about it. Its first byte
+    /// counts as the connect's success; a reset before any byte (a backend that accepts and drops
+    /// connections) as a failed connect.
+    private var watched: (backend: Backend, health: HealthChecker)?
 
     private init(side: Side, outcome: ConnectionOutcome) {
         self.side = side
@@ -41,6 +49,11 @@ final class GlueHandler {
 
     /// Two handlers that relay to each other: one for the client channel, one for the backend's.
     /// Whichever side ends first records why in `outcome`.
+    /// Tells `health` about `backend` from this (backend-side) handler's first byte or early reset.
+    func watch(_ backend: Backend, health: HealthChecker) {
+        self.watched = (backend, health)
+    }
+
     static func matchedPair(outcome: ConnectionOutcome) -> (client: GlueHandler, backend: GlueHandler) {
         let client = GlueHandler(side: .client, outcome: outcome)
         let backend = GlueHandler(side: .backend, outcome: outcome)
@@ -100,10 +113,15 @@ extension GlueHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.partner = nil
+        self.watched = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
+        if self.bytesRead == 0, let watched = self.watched, buffer.readableBytes > 0 {
+            self.watched = nil
+            watched.health.connectSucceeded(watched.backend)
+        }
         self.bytesRead &+= UInt64(buffer.readableBytes)
         self.partner?.partnerWrite(buffer)
     }
@@ -132,6 +150,11 @@ extension GlueHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // A reset or write error on either side ends the whole relay.
+        if self.bytesRead == 0, let io = error as? IOError, io.errnoCode == ECONNRESET, let watched = self.watched {
+            self.watched = nil
+            watched.backend.counters.connectFailed()
+            watched.health.resetBeforeFirstByte(watched.backend)
+        }
         self.failed = true
         self.outcome.record(self.side == .client ? .clientError : .backendError)
         self.partner?.partnerCloseFull()

@@ -57,6 +57,15 @@ public final class HealthChecker: Sendable {
         self.loop.execute { box.value.connectFailed(address, kind: kind) }
     }
 
+    /// `backend` accepted a connection and reset it before sending a byte: a failed connect in all
+    /// but name (a crashed process behind a listening socket, a proxy with nothing behind it).
+    public func resetBeforeFirstByte(_ backend: Backend) {
+        backend.health.setFailing(true)
+        let address = backend.address
+        let box = self.core
+        self.loop.execute { box.value.connectFailed(address, kind: .reset) }
+    }
+
     /// A client's connect to `backend` succeeded. Free unless a failure was seen before.
     @inline(__always)
     public func connectSucceeded(_ backend: Backend) {

@@ -16,6 +16,8 @@ final class TestBackend: Sendable {
         case answerAfterEOF(String)
         /// Accepts and never reads until `resumeReading()`.
         case stalled
+        /// Accepts and resets the connection at once, before sending a byte (SO_LINGER 0).
+        case resetOnAccept
         /// Reads a PROXY protocol header and answers what it said: the raw v1 line, or for v2
         /// "v2 <client address:port>", then closes.
         case reportProxyHeader
@@ -52,6 +54,7 @@ final class TestBackend: Sendable {
         case .echo: name = "echo"
         case .stalled: name = "stalled"
         case .reportProxyHeader: name = "proxy-report"
+        case .resetOnAccept: name = "reset"
         }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -133,6 +136,15 @@ private final class BackendHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if case .resetOnAccept = self.behavior {
+            guard let provider = context.channel as? SocketOptionProvider else {
+                context.close(promise: nil)
+                return
+            }
+            provider.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            return
+        }
         if case .greet(let name) = self.behavior {
             context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "\(name)\n")), promise: nil)
         }
@@ -146,7 +158,7 @@ private final class BackendHandler: ChannelInboundHandler {
         switch self.behavior {
         case .greet, .echo:
             context.write(self.wrapOutboundOut(buffer), promise: nil)
-        case .answerAfterEOF, .stalled:
+        case .answerAfterEOF, .stalled, .resetOnAccept:
             break
         case .reportProxyHeader:
             self.header.writeImmutableBuffer(buffer)
