@@ -118,15 +118,28 @@ struct ProxyForwardingTests {
             let backend = try await r.backend(.answerAfterEOF("a"))
             // A first backend that never answers delays the real connect by the connect timeout.
             let blackhole = BlackholeListener()
+            let directory = try PluginFixtures.makeDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let log = AccessLog(path: "\(directory)/access.log", format: .logfmt)
             let proxy = try await r.proxy(
-                backends: [BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port)), backend.spec]
-            ) { $0.connectTimeout = .milliseconds(300) }
+                backends: [BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port)), backend.spec],
+                configure: { $0.connectTimeout = .milliseconds(300) },
+                accessLog: log
+            )
 
             let client = try BlockingClient(port: proxy.port)
             try client.send("early bytes")
             client.shutdownWrite()
             let answer = String(decoding: try client.readToEnd(), as: UTF8.self)
             #expect(answer == "a received 11 bytes\n")
+            // The bytes and the EOF that waited for the backend are accounted for like any others.
+            #expect(await eventually { proxy.server.activeConnections == 0 })
+            log.close()
+            let line = try String(contentsOfFile: "\(directory)/access.log", encoding: .utf8)
+            #expect(line.contains("bytes_from_client=11 "))
+            #expect(line.contains("reason=client-closed"))
+            let counted = proxy.router.pool.backends[1].counters.bytesFromClients
+            #expect(counted == 11)
             withExtendedLifetime(blackhole) {}
         }
     }

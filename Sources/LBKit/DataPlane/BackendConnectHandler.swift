@@ -188,18 +188,23 @@ extension BackendConnectHandler {
         }
         let policy = self.table?.policy
         let accessLog = self.dependencies.accessLog
+        // Bytes sent before the backend was up go out below, not through the glue: count them too.
+        let earlyBytes = UInt64(self.pendingBytes)
         let outcome = self.outcome
         let client = self.client
         self.outcome.whenClosed = {
             backend.counters.connectionEnded()
-            backend.counters.relayed(fromClient: glue.client.bytesRead, fromBackend: glue.backend.bytesRead)
+            backend.counters.relayed(
+                fromClient: earlyBytes + glue.client.bytesRead,
+                fromBackend: glue.backend.bytesRead
+            )
             policy?.connectionClosed(to: backend)
             accessLog?.record(
                 AccessLog.Entry(
                     time: Date(),
                     client: client.description,
                     backend: backend.address.description,
-                    bytesFromClient: glue.client.bytesRead,
+                    bytesFromClient: earlyBytes + glue.client.bytesRead,
                     bytesFromBackend: glue.backend.bytesRead,
                     duration: .now() - outcome.accepted,
                     reason: (outcome.reason ?? .closedByL4LB).rawValue
@@ -216,6 +221,8 @@ extension BackendConnectHandler {
         self.pendingBytes = 0
         backendChannel.flush()
         if self.clientSentEOF {
+            // The glue never sees this EOF, so the close reason is recorded here.
+            self.outcome.record(.clientClosed)
             backendChannel.close(mode: .output, promise: nil)
         }
         let resumeReading = self.readHeld
