@@ -19,9 +19,8 @@ struct DaemonTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let pidFile = "\(directory)/l4lb.pid"
             let logFile = "\(directory)/l4lb.log"
-            let port = TestPorts.freePort()
             let launcher = try L4LBProcess(arguments: [
-                "--listen", "127.0.0.1:\(port)", "--backend", "127.0.0.1:\(backend.port)",
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)",
                 "--daemon", "--pid-file", pidFile, "--log-file", logFile,
             ])
             #expect(await launcher.waitForExit(timeoutSeconds: 30) == 0)
@@ -32,6 +31,7 @@ struct DaemonTests {
             r.onStop { if kill(pid, 0) == 0 { kill(pid, SIGKILL) } }
             #expect(launcher.text.contains("pid \(pid)"))
             #expect(kill(pid, 0) == 0)
+            let port = try #require(await listeningPort(inLogFile: logFile))
             #expect(try BlockingClient.greeting(port: port) == "a")
 
             let second = try L4LBProcess(arguments: ["--listen", "127.0.0.1:0", "--pid-file", pidFile])
@@ -97,11 +97,10 @@ struct DaemonTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let config = "\(directory)/l4lb.conf"
             let logFile = "\(directory)/l4lb.log"
-            let port = TestPorts.freePort()
             func write(backends names: [Int]) throws {
                 let lines =
                     [
-                        "# test configuration", "listen 127.0.0.1:\(port)", "log-file \(logFile)",
+                        "# test configuration", "listen 127.0.0.1:0", "log-file \(logFile)",
                         "policy least-connections",
                     ]
                     + names.map { "backend 127.0.0.1:\(backends[$0].port)" }
@@ -111,11 +110,7 @@ struct DaemonTests {
             // The command line's --policy overrides the file's.
             let process = try L4LBProcess(arguments: ["--config", config, "--policy", "round-robin"])
             r.onStop { process.kill() }
-            #expect(
-                await eventually {
-                    (try? String(contentsOfFile: logFile, encoding: .utf8))?.contains("listening") == true
-                }
-            )
+            let port = try #require(await listeningPort(inLogFile: logFile))
             let held = try BlockingClient(port: port)
             #expect(try held.readLine() == "a")
             let startLog = try String(contentsOfFile: logFile, encoding: .utf8)
@@ -162,6 +157,23 @@ struct DaemonTests {
         #expect(process.text.hasPrefix("l4lb: error: "))
         #expect(process.text.split(separator: "\n").count == 1, "got: \(process.text)")
     }
+}
+
+/// The port l4lb logged it listens on (it was started with port 0), once the log file says so.
+func listeningPort(inLogFile path: String) async -> Int? {
+    var port: Int?
+    _ = await eventually(timeoutSeconds: 15) {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.contains(": listening address=") {
+            if let range = line.range(of: "address="),
+                let colon = line[range.upperBound...].prefix(while: { $0 != " " }).lastIndex(of: ":")
+            {
+                port = Int(line[line.index(after: colon)...].prefix { $0.isNumber })
+            }
+        }
+        return port != nil
+    }
+    return port
 }
 
 /// A unix datagram socket that plays systemd's notify socket.

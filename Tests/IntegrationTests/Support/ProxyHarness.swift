@@ -58,16 +58,6 @@ extension TestBackend {
     }
 }
 
-enum TestPorts {
-    /// A port on 127.0.0.1 that nothing listens on right now (bound once by the kernel's choice,
-    /// then closed), for servers that need a port number before they start.
-    static func freePort() -> Int {
-        let reservation = PortReservation()
-        defer { reservation.release() }
-        return reservation.port
-    }
-}
-
 /// A port on 127.0.0.1 held by a bound socket that does not listen: connecting to it is refused,
 /// and no other server (from a test running in parallel) can take the port until `release()`.
 /// That is what a dead backend looks like, without a window in which the port is up for grabs.
