@@ -148,14 +148,23 @@ struct ControlPlaneTests {
         }
     }
 
+    /// Two l4lb instances, each with its own data plane and control plane, on one Redis.
+    private static func twoInstances(
+        _ r: TestResources,
+        redis: RedisServer
+    ) async throws -> (ProxyHarness, ProxyHarness) {
+        let first = try await r.proxy(backends: [])
+        let second = try await r.proxy(backends: [])
+        await r.controlPlane(for: first, redis: redis)
+        await r.controlPlane(for: second, redis: redis)
+        return (first, second)
+    }
+
     @Test("two instances on one Redis both apply every change")
     func twoInstances() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
-            let first = try await r.proxy(backends: [])
-            let second = try await r.proxy(backends: [])
-            await r.controlPlane(for: first, redis: redis)
-            await r.controlPlane(for: second, redis: redis)
+            let (first, second) = try await Self.twoInstances(r, redis: redis)
             let client = try redis.client()
 
             #expect(try client.publish("addServer", "127.0.0.1:7001") == 2)
@@ -175,10 +184,7 @@ struct ControlPlaneTests {
     func interleavedPublishers() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
-            let first = try await r.proxy(backends: [])
-            let second = try await r.proxy(backends: [])
-            await r.controlPlane(for: first, redis: redis)
-            await r.controlPlane(for: second, redis: redis)
+            let (first, second) = try await Self.twoInstances(r, redis: redis)
 
             // A third subscriber records the order Redis delivered the messages in: the truth.
             let observer = try redis.client()
