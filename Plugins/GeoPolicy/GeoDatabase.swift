@@ -67,24 +67,41 @@ final class GeoDatabase: @unchecked Sendable {
         self.mmdb.deallocate()
     }
 
-    /// The country (falling back to the registered country) and continent codes of an address, as
-    /// `(country, continent)` byte strings; empty when unknown.
-    func lookup(_ address: UnsafePointer<sockaddr>) -> (country: [UInt8], continent: [UInt8]) {
+    /// A client's codes, as views into the memory-mapped file: no copy, no allocation per pick. Valid
+    /// only while the `GeoDatabase` they came from is alive.
+    struct Codes {
+        var country: UnsafeRawBufferPointer
+        var continent: UnsafeRawBufferPointer
+
+        static var unknown: Codes {
+            Codes(
+                country: UnsafeRawBufferPointer(start: nil, count: 0),
+                continent: UnsafeRawBufferPointer(start: nil, count: 0)
+            )
+        }
+    }
+
+    /// The country (falling back to the registered country) and continent codes of an address;
+    /// empty when unknown.
+    func lookup(_ address: UnsafePointer<sockaddr>) -> Codes {
         var error: Int32 = 0
         var result = MMDB_lookup_sockaddr(self.mmdb, address, &error)
-        guard error == MMDB_SUCCESS, result.found_entry else { return ([], []) }
+        guard error == MMDB_SUCCESS, result.found_entry else { return .unknown }
         var country = Self.string(&result.entry, GeoPaths.countryISOCode)
         if country.isEmpty { country = Self.string(&result.entry, GeoPaths.registeredCountryISOCode) }
         let continent = Self.string(&result.entry, GeoPaths.continentCode)
-        return (country, continent)
+        return Codes(country: country, continent: continent)
     }
 
-    private static func string(_ entry: inout MMDB_entry_s, _ path: UnsafePointer<UnsafePointer<CChar>?>) -> [UInt8] {
+    private static func string(
+        _ entry: inout MMDB_entry_s,
+        _ path: UnsafePointer<UnsafePointer<CChar>?>
+    ) -> UnsafeRawBufferPointer {
         var data = MMDB_entry_data_s()
         guard MMDB_aget_value(&entry, &data, path) == MMDB_SUCCESS, data.has_data,
             data.type == UInt32(MMDB_DATA_TYPE_UTF8_STRING), let text = data.utf8_string
-        else { return [] }
-        return Array(UnsafeRawBufferPointer(start: text, count: Int(data.data_size)))
+        else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: text, count: Int(data.data_size))
     }
 
     /// Walks every node of the search tree and decodes every data record once; returns the first

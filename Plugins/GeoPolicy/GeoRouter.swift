@@ -65,43 +65,37 @@ final class GeoRouter: Sendable {
 
     func pick(client: UnsafePointer<l4lb_address>, backends: UnsafeBufferPointer<l4lb_backend>) -> Int64 {
         let database = self.database.withLock { $0 }
-        let codes: (country: [UInt8], continent: [UInt8]) =
-            Self.withSockaddr(client.pointee) { database.lookup($0) } ?? ([], [])
         let configuration = self.configuration.value
         let start = Int(self.rotation.wrappingAdd(1, ordering: .relaxed).oldValue % UInt64(max(backends.count, 1)))
-
-        if !codes.country.isEmpty,
-            let best = self.leastLoaded(
-                backends,
-                start: start,
-                where: { self.serves($0, code: codes.country, configuration) }
-            )
-        {
-            return Int64(best)
-        }
-        if !codes.continent.isEmpty,
-            let best = self.leastLoaded(
-                backends,
-                start: start,
-                where: { self.serves($0, code: codes.continent, configuration) }
-            )
-        {
-            return Int64(best)
-        }
-        for region in configuration.fallback {
-            if let best = self.leastLoaded(backends, start: start, where: { Self.equals($0.region, region) }) {
+        // The codes point into the database's memory: keep it alive until the matching is done.
+        return withExtendedLifetime(database) {
+            let codes = Self.withSockaddr(client.pointee) { database.lookup($0) } ?? .unknown
+            func servingRegion(of code: UnsafeRawBufferPointer) -> Int? {
+                guard !code.isEmpty else { return nil }
+                return self.leastLoaded(backends, start: start, where: { self.serves($0, code: code, configuration) })
+            }
+            if let best = servingRegion(of: codes.country) ?? servingRegion(of: codes.continent) {
                 return Int64(best)
             }
+            for region in configuration.fallback {
+                if let best = self.leastLoaded(backends, start: start, where: { Self.equals($0.region, region) }) {
+                    return Int64(best)
+                }
+            }
+            return Int64(self.leastLoaded(backends, start: start, where: { _ in true }) ?? Int(L4LB_PICK_NONE))
         }
-        return Int64(self.leastLoaded(backends, start: start, where: { _ in true }) ?? Int(L4LB_PICK_NONE))
     }
 
     /// Whether `backend`'s region is `code` or a configured region that lists `code`.
-    private func serves(_ backend: l4lb_backend, code: [UInt8], _ configuration: GeoConfiguration) -> Bool {
+    private func serves(
+        _ backend: l4lb_backend,
+        code: UnsafeRawBufferPointer,
+        _ configuration: GeoConfiguration
+    ) -> Bool {
         guard backend.region.length > 0 else { return false }
         if Self.equals(backend.region, code) { return true }
         for region in configuration.regions where Self.equals(backend.region, region.name) {
-            return region.codes.contains(code)
+            return region.codes.contains { $0.elementsEqual(code) }
         }
         return false
     }
@@ -128,7 +122,7 @@ final class GeoRouter: Sendable {
         return best
     }
 
-    private static func equals(_ string: l4lb_string, _ bytes: [UInt8]) -> Bool {
+    private static func equals(_ string: l4lb_string, _ bytes: some Collection<UInt8>) -> Bool {
         guard string.length == bytes.count, let data = string.data else { return string.length == 0 && bytes.isEmpty }
         return UnsafeRawBufferPointer(start: data, count: string.length).elementsEqual(bytes)
     }
