@@ -67,6 +67,15 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if !self.done, let event = event as? ChannelEvent, case .inputClosed = event {
+            // The client finished sending without a whole header: no point waiting for the timeout.
+            self.refuse(context: context, reason: "client closed before sending a PROXY protocol header")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         self.timer?.cancel()
         context.fireChannelInactive()
