@@ -81,7 +81,7 @@ struct GeoRoutingTests {
                 )
             )
             // With the EU backends gone (dead and retired), a GB client is still served.
-            let reservations = [await first.kill(), await second.kill()]
+            let reservations = [try await first.kill(), try await second.kill()]
             for _ in 0..<3 {
                 #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "na")
             }

@@ -27,7 +27,7 @@ struct HealthTests {
             var served: [String] = []
             var reservation: PortReservation?
             for index in 0..<40 {
-                if index == 10 { reservation = await backends[0].kill() }
+                if index == 10 { reservation = try await backends[0].kill() }
                 served.append(try BlockingClient.greeting(port: proxy.port))
             }
             #expect(served.count == 40)
@@ -35,8 +35,9 @@ struct HealthTests {
             let dead = try #require(proxy.router.pool.backends.first { $0.address.port == deadPort })
             #expect(await eventually { dead.isRetired })
 
-            reservation?.release()
+            // The backend takes the port over from the reservation, with no moment it is free.
             _ = try await r.backend(.greet("a"), port: deadPort)
+            reservation?.release()
             // Probe interval 100 ms (backed off to at most 400 ms) x rise 2, plus a margin.
             #expect(await eventually(timeoutSeconds: 3) { !dead.isRetired })
             var after = Set<String>()
@@ -104,8 +105,8 @@ struct HealthTests {
             #expect(proxy.router.pool.backends.allSatisfy { $0.isRetired })
             // In panic mode retired backends are still tried: a client that arrives when one is back
             // gets through even before the probes restore it.
-            reservations[1].release()
             _ = try await r.backend(.greet("back"), port: ports[1])
+            reservations[1].release()
             #expect(try BlockingClient.greeting(port: proxy.port) == "back")
             #expect(await eventually(timeoutSeconds: 3) { !proxy.router.panic.isOn })
             #expect(!proxy.router.pool.backends[1].isRetired)
@@ -172,8 +173,8 @@ struct HealthTests {
             let probes = proxy.server.health.probesStarted
             try await Task.sleep(nanoseconds: 600_000_000)
             #expect(proxy.server.health.probesStarted == probes)
-            reservation.release()
             _ = try await r.backend(.greet("revived"), port: deadPort)
+            reservation.release()
             try await Task.sleep(nanoseconds: 500_000_000)
             #expect(proxy.poolPorts == [alive.port])
             #expect(try BlockingClient.greeting(port: proxy.port) == "a")

@@ -34,7 +34,7 @@ final class RedisServer: @unchecked Sendable {
         // parallel test took it in that moment, redis exits at once: try another port.
         for attempt in 1...3 {
             do {
-                try await self.start()
+                try await self.launch()
                 return
             } catch let failure as Failure where failure.exitedEarly && attempt < 3 {
                 let next = PortReservation()
@@ -52,8 +52,22 @@ final class RedisServer: @unchecked Sendable {
     var url: String { "redis://127.0.0.1:\(self.port)" }
     var endpoint: RedisEndpoint { RedisEndpoint(transport: .tcp(host: "127.0.0.1", port: self.port)) }
 
-    /// Starts (or restarts) the server on the same port and directory.
+    /// Restarts the server on the same port and directory. redis-server cannot share the port with
+    /// the reservation, so the port is free for a moment before redis binds it; an outgoing connection
+    /// (an l4lb reconnecting to this very port) may take it as its ephemeral port then. That socket
+    /// goes away within moments, so a start that failed on it is tried again on the same port.
     func start() async throws {
+        for attempt in 1...5 {
+            do {
+                try await self.launch()
+                return
+            } catch let failure as Failure where failure.exitedEarly && attempt < 5 {
+                try await Task.sleep(nanoseconds: 200_000_000)
+            }
+        }
+    }
+
+    private func launch() async throws {
         let candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw Failure(description: "redis-server is not installed: run scripts/test, which installs it")
@@ -97,6 +111,8 @@ final class RedisServer: @unchecked Sendable {
         guard let process, process.isRunning else { return }
         Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        self.reservation = PortReservation(port: self.port)
+        // Cannot fail unless another socket took the port the moment redis died; the test that
+        // restarts this server then finds out from `start()`.
+        self.reservation = try? PortReservation(port: self.port)
     }
 }

@@ -58,6 +58,9 @@ final class TestBackend: Sendable {
         }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Shares the port with a PortReservation, so that kill and restart hand it over with no
+            // gap another socket could fall into.
+            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.autoRead, value: !(behavior.isStalled))
             .childChannelInitializer { child in
@@ -89,9 +92,10 @@ final class TestBackend: Sendable {
 
     /// Dies like a crashed server: stops, and its port then refuses connections, held so that no
     /// other test's server can take it until the returned reservation is released.
-    func kill() async -> PortReservation {
+    func kill() async throws -> PortReservation {
+        let reservation = try PortReservation(port: self.port)
         await self.stop()
-        return PortReservation(port: self.port)
+        return reservation
     }
 
     fileprivate func recordAccept(_ child: Channel) {
