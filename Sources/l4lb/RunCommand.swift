@@ -41,6 +41,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Backends to try for one client before closing it.")
     var connectAttempts: Int = 3
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Move a client whose backend resets before answering to another backend, replaying its bytes."
+    )
+    var retryOnReset = true
+
     @Option(
         parsing: .unconditional,
         help: "On SIGTERM/SIGINT, how long open connections may finish before they are closed."
@@ -193,6 +199,7 @@ struct RunCommand: AsyncParsableCommand {
             idleTimeout: idleTimeout == .zero ? nil : idleTimeout,
             maxConnections: self.maxConnections == 0 ? nil : self.maxConnections,
             connectAttempts: self.connectAttempts,
+            retryOnReset: self.retryOnReset,
             drainTimeout: drainTimeout,
             eventLoopThreads: self.threads == 0 ? System.coreCount : self.threads,
             acceptProxyProtocol: self.acceptProxyProtocol ? proxyProtocolTimeout : nil,

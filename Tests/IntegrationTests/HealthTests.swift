@@ -68,7 +68,9 @@ struct HealthTests {
         }
     }
 
-    @Test("a backend that accepts and resets before sending a byte counts as failing and is retired")
+    @Test(
+        "a backend that accepts and resets before sending a byte: every client is moved to another backend, and it is retired"
+    )
     func resetBeforeFirstByte() async throws {
         try await withTestResources { r in
             let resetter = try await r.backend(.resetOnAccept)
@@ -78,16 +80,58 @@ struct HealthTests {
                 configuration.health.retireAfter = 2
             }
             let resetBackend = try #require(proxy.router.pool.backends.first { $0.address.port == resetter.port })
-            // Clients sent to it are closed (their bytes may already be on their way); once retired,
-            // every client is served by the other backend.
-            for _ in 0..<8 where !resetBackend.isRetired {
-                _ = try? BlockingClient(port: proxy.port, timeoutSeconds: 2).readLine()
-                _ = await eventually(timeoutSeconds: 0.2) { resetBackend.isRetired }
-            }
-            #expect(resetBackend.isRetired)
-            #expect(resetBackend.counters.connectFailures >= 2)
-            for _ in 0..<4 {
+            for _ in 0..<8 {
                 #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            }
+            #expect(resetter.acceptedCount >= 1)
+            #expect(await eventually { resetBackend.isRetired })
+            #expect(resetBackend.counters.connectFailures >= 2)
+        }
+    }
+
+    @Test(
+        "a backend that takes a request in and resets: the request is replayed, EOF included, to another backend"
+    )
+    func resetAfterReadingReplays() async throws {
+        try await withTestResources { r in
+            let crasher = try await r.backend(.resetAfterReading(3000))
+            let answerer = try await r.backend(.answerAfterEOF("b"))
+            // Round-robin starts with the first backend: the first client meets the crasher.
+            let proxy = try await r.proxy(backends: [crasher.spec, answerer.spec], configure: Self.fastHealth)
+            let client = try BlockingClient(port: proxy.port)
+            try client.send([UInt8](repeating: 7, count: 3000))
+            client.shutdownWrite()
+            #expect(try client.readLine() == "b received 3000 bytes")
+            #expect(crasher.bytesReceived.load(ordering: .relaxed) >= 3000)
+        }
+    }
+
+    @Test(
+        "no replay when the client sent more than can be kept, or with retryOnReset off: the client is closed, l4lb serves on"
+    )
+    func resetWithoutReplay() async throws {
+        try await withTestResources { r in
+            for tooMuchToKeep in [true, false] {
+                let crasher = try await r.backend(.resetAfterReading(4096))
+                let answerer = try await r.backend(.answerAfterEOF("b"))
+                let proxy = try await r.proxy(backends: [crasher.spec, answerer.spec]) { configuration in
+                    Self.fastHealth(&configuration)
+                    if tooMuchToKeep {
+                        configuration.maxPendingBytes = 1024
+                    } else {
+                        configuration.retryOnReset = false
+                    }
+                }
+                let client = try BlockingClient(port: proxy.port, timeoutSeconds: 5)
+                try client.send([UInt8](repeating: 7, count: 4096))
+                client.shutdownWrite()
+                #expect(client.waitForClose(timeoutSeconds: 5))
+                #expect(answerer.acceptedCount == 0)
+                #expect(crasher.bytesReceived.load(ordering: .relaxed) >= 4096)
+                // The crasher is retired after its reset; the next client goes to the other backend.
+                let next = try BlockingClient(port: proxy.port)
+                next.shutdownWrite()
+                #expect(try next.readLine() == "b received 0 bytes")
             }
         }
     }

@@ -18,6 +18,10 @@ public struct ProxyConfiguration: Sendable {
     public var maxConnections: Int?
     /// Backends tried for one client before it is closed (the first pick included).
     public var connectAttempts: Int
+    /// A backend that resets a connection before sending a byte counts as a failed connect: move the
+    /// client to another backend, replaying what it sent (up to `maxPendingBytes`). Off for services
+    /// where a request a backend received but did not answer must never reach a second backend.
+    public var retryOnReset: Bool
     /// On shutdown, how long open connections may run on after accepting stopped.
     public var drainTimeout: TimeAmount
     /// Event loops (threads); one per core by default.
@@ -44,6 +48,7 @@ public struct ProxyConfiguration: Sendable {
         idleTimeout: TimeAmount? = nil,
         maxConnections: Int? = nil,
         connectAttempts: Int = 3,
+        retryOnReset: Bool = true,
         drainTimeout: TimeAmount = .seconds(10),
         eventLoopThreads: Int = System.coreCount,
         backlog: Int = 4096,
@@ -59,6 +64,7 @@ public struct ProxyConfiguration: Sendable {
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.connectAttempts = connectAttempts
+        self.retryOnReset = retryOnReset
         self.drainTimeout = drainTimeout
         self.eventLoopThreads = eventLoopThreads
         self.backlog = backlog

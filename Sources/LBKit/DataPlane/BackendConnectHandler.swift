@@ -2,12 +2,18 @@ import Foundation
 import Logging
 import NIOCore
 
-/// Sits on a newly accepted client channel until its backend connection is up: picks a backend with
-/// the active policy, connects on the client's event loop, retries elsewhere on failure, then joins
-/// the two channels with a `GlueHandler` pair and steps aside.
+/// Sits on a newly accepted client channel until its backend has answered: picks a backend with the
+/// active policy, connects on the client's event loop, retries elsewhere on failure, joins the two
+/// channels with a `GlueHandler` pair, and steps aside.
 ///
-/// Bytes the client sends meanwhile are kept (up to `maxPendingBytes`, then reading pauses) and
-/// forwarded first; an EOF from the client meanwhile is forwarded after them.
+/// Bytes the client sends before the connection is up are kept (up to `maxPendingBytes`, then
+/// reading pauses) and forwarded first; an EOF from the client meanwhile is forwarded after them.
+///
+/// A backend can also fail after its handshake: a crashed process behind a listening socket, or a
+/// full accept queue with `tcp_abort_on_overflow`, resets the connection before sending a byte. Until
+/// the backend's first byte (the trial), the bytes relayed to it stay referenced here, so such a
+/// reset moves the client to another backend with those bytes replayed, as a refused connect would.
+/// Past `maxPendingBytes` relayed, or once attempts are used up, the client stays where it is.
 final class BackendConnectHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -27,6 +33,8 @@ final class BackendConnectHandler {
         let accessLog: AccessLog?
         /// The PROXY protocol header to send to backends first, when `--send-proxy-protocol` is on.
         let sendProxyProtocol: ProxyProtocolEncoder.Version?
+        /// Move a client whose backend resets before answering to another backend (`--retry-on-reset`).
+        let retryOnReset: Bool
         let noBackendLog = RateLimitedLog()
         let connectFailureLog = RateLimitedLog()
 
@@ -39,7 +47,8 @@ final class BackendConnectHandler {
             logger: Logger,
             health: HealthChecker,
             accessLog: AccessLog?,
-            sendProxyProtocol: ProxyProtocolEncoder.Version?
+            sendProxyProtocol: ProxyProtocolEncoder.Version?,
+            retryOnReset: Bool
         ) {
             self.router = router
             self.connector = connector
@@ -50,6 +59,7 @@ final class BackendConnectHandler {
             self.health = health
             self.accessLog = accessLog
             self.sendProxyProtocol = sendProxyProtocol
+            self.retryOnReset = retryOnReset
         }
     }
 
@@ -58,6 +68,9 @@ final class BackendConnectHandler {
         case idle
         /// A connect to `backend` (index `index` in the table's pool) is in flight.
         case connecting(backend: Backend, index: Int)
+        /// Relaying through `glue` to `backend`, which has not answered yet: if it resets now, the
+        /// client moves on with the bytes relayed so far, still held in `pending`.
+        case trial(backend: Backend, index: Int, glue: (client: GlueHandler, backend: GlueHandler))
         /// The glue pair took over; this handler is leaving the pipeline.
         case relaying
         /// The client went away or was refused.
@@ -66,11 +79,14 @@ final class BackendConnectHandler {
 
     private let dependencies: Dependencies
     private let outcome: ConnectionOutcome
+    private var context: ChannelHandlerContext?
     private var state = State.idle
     private var table: RoutingTable?
     private var client = ClientAddress.unspecified
     private var excluded = BackendExclusions()
     private var attempts = 0
+    /// Bytes from the client not yet handed to a backend that answered: waiting for the connection,
+    /// or relayed during the trial and kept for a replay.
     private var pending = CircularBuffer<ByteBuffer>()
     private var pendingBytes = 0
     private var clientSentEOF = false
@@ -83,6 +99,14 @@ final class BackendConnectHandler {
 }
 
 extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         self.client = ClientAddress(context.channel.remoteAddress)
         if !self.dependencies.waitsForProxyHeader {
@@ -101,11 +125,24 @@ extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
         self.pendingBytes += buffer.readableBytes
+        guard case .trial = self.state else {
+            self.pending.append(buffer)
+            return
+        }
+        // A reference, not a copy: ByteBuffer is copy-on-write and nobody writes to it.
         self.pending.append(buffer)
+        context.fireChannelRead(data)
+        if self.pendingBytes > self.dependencies.maxPendingBytes {
+            // Too much to keep for a replay: the client stays with this backend.
+            self.commit(context: context)
+        }
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.pendingBytes < self.dependencies.maxPendingBytes {
+        if case .trial = self.state {
+            // The client's glue, in front of this handler, already applies back-pressure.
+            context.read()
+        } else if self.pendingBytes < self.dependencies.maxPendingBytes {
             context.read()
         } else {
             self.readHeld = true
@@ -134,7 +171,12 @@ extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        context.close(promise: nil)
+        if case .trial = self.state {
+            // The glue records why the relay ended.
+            context.fireErrorCaught(error)
+        } else {
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -169,7 +211,7 @@ extension BackendConnectHandler {
     }
 
     private func connected(to backendChannel: Channel, context: ChannelHandlerContext) {
-        guard case .connecting(let backend, _) = self.state else {
+        guard case .connecting(let backend, let index) = self.state else {
             // The client left while we were connecting.
             backendChannel.close(promise: nil)
             return
@@ -215,17 +257,42 @@ extension BackendConnectHandler {
             let header = ProxyProtocolEncoder.header(version, client: self.client, local: context.channel.localAddress)
             backendChannel.write(header, promise: nil)
         }
-        while let buffer = self.pending.popFirst() {
+        for buffer in self.pending {
             backendChannel.write(buffer, promise: nil)
         }
-        self.pendingBytes = 0
         backendChannel.flush()
         if self.clientSentEOF {
             // The glue never sees this EOF, so the close reason is recorded here.
             self.outcome.record(.clientClosed)
             backendChannel.close(mode: .output, promise: nil)
         }
+        let canRetry =
+            self.dependencies.retryOnReset
+            && self.attempts < self.dependencies.connectAttempts
+            && self.pendingBytes <= self.dependencies.maxPendingBytes
+        guard canRetry else {
+            self.commit(context: context)
+            return
+        }
+        self.state = .trial(backend: backend, index: index, glue: glue)
+        glue.backend.offerRetry(to: self)
+        if self.readHeld {
+            self.readHeld = false
+            context.channel.read()
+        }
+    }
+
+    /// The client stays with its backend for good: forget the bytes kept for a replay and leave the
+    /// pipeline to the glue.
+    private func commit(context: ChannelHandlerContext) {
+        if case .trial(_, _, let glue) = self.state {
+            glue.backend.endTrial()
+        }
+        self.state = .relaying
+        self.pending.removeAll()
+        self.pendingBytes = 0
         let resumeReading = self.readHeld
+        self.readHeld = false
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         if resumeReading {
             // Goes through the client-side glue, which reads only while the backend is writable.
@@ -274,6 +341,34 @@ extension BackendConnectHandler {
     private func release(_ backend: Backend) {
         backend.counters.connectionEnded()
         self.table?.policy.connectionClosed(to: backend)
+    }
+}
+
+extension BackendConnectHandler: BackendTrial {
+    func backendAnswered() {
+        guard case .trial = self.state, let context = self.context else { return }
+        self.commit(context: context)
+    }
+
+    func backendResetBeforeAnswering() -> Bool {
+        guard case .trial(let backend, let index, let glue) = self.state, let context = self.context,
+            context.channel.isActive
+        else { return false }
+        // Undo what `connected` set up for this backend; the next one sets it up afresh.
+        self.outcome.whenClosed = nil
+        self.release(backend)
+        self.excluded.insert(index)
+        self.state = .idle
+        context.pipeline.syncOperations.removeHandler(glue.client, promise: nil)
+        // The removed glue may have held back a read while the backend was not writable.
+        self.readHeld = true
+        self.dependencies.connectFailureLog.warning(
+            self.dependencies.logger,
+            "backend reset the connection before answering; trying another",
+            metadata: ["backend": "\(backend)", "attempt": "\(self.attempts)"]
+        )
+        self.connectNext(context: context)
+        return true
     }
 }
 

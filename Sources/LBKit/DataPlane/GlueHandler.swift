@@ -41,6 +41,12 @@ final class GlueHandler {
     /// counts as the connect's success; a reset before any byte (a backend that accepts and drops
     /// connections) as a failed connect.
     private var watched: (backend: Backend, health: HealthChecker)?
+    /// On the backend side, while the backend has not answered: whom to offer the client to if the
+    /// backend resets now, and to tell once it answers. Weak: the trial's owner sits in the client's
+    /// pipeline and goes away with it.
+    private weak var trial: (any BackendTrial)?
+    /// This side's connection was given up for a retry elsewhere: its end is not the relay's end.
+    private var detached = false
 
     private init(side: Side, outcome: ConnectionOutcome) {
         self.side = side
@@ -52,6 +58,17 @@ final class GlueHandler {
     /// Tells `health` about `backend` from this (backend-side) handler's first byte or early reset.
     func watch(_ backend: Backend, health: HealthChecker) {
         self.watched = (backend, health)
+    }
+
+    /// Lets `trial` move the client to another backend if this (backend-side) handler's backend
+    /// resets before its first byte.
+    func offerRetry(to trial: any BackendTrial) {
+        self.trial = trial
+    }
+
+    /// Stops offering retries: the client stays with this backend whatever happens.
+    func endTrial() {
+        self.trial = nil
     }
 
     static func matchedPair(outcome: ConnectionOutcome) -> (client: GlueHandler, backend: GlueHandler) {
@@ -114,13 +131,17 @@ extension GlueHandler: ChannelDuplexHandler {
         self.context = nil
         self.partner = nil
         self.watched = nil
+        self.trial = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
-        if self.bytesRead == 0, let watched = self.watched, buffer.readableBytes > 0 {
-            self.watched = nil
-            watched.health.connectSucceeded(watched.backend)
+        if self.bytesRead == 0, buffer.readableBytes > 0 {
+            if let watched = self.watched {
+                self.watched = nil
+                watched.health.connectSucceeded(watched.backend)
+            }
+            self.endTrialAnswered()
         }
         self.bytesRead &+= UInt64(buffer.readableBytes)
         self.partner?.partnerWrite(buffer)
@@ -131,6 +152,7 @@ extension GlueHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        guard !self.detached else { return }
         self.outcome.record(self.side == .client ? .clientClosed : .backendClosed)
         if self.failed {
             self.partner?.partnerCloseFull()
@@ -142,6 +164,8 @@ extension GlueHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             // EOF from this side: the other side's peer gets a FIN, and may still answer.
+            // A backend that closes cleanly has answered, with nothing: that is its answer.
+            self.endTrialAnswered()
             self.outcome.record(self.side == .client ? .clientClosed : .backendClosed)
             self.partner?.partnerWriteEOF()
         }
@@ -149,16 +173,39 @@ extension GlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // A reset or write error on either side ends the whole relay.
-        if self.bytesRead == 0, let io = error as? IOError, io.errnoCode == ECONNRESET, let watched = self.watched {
+        // A reset or write error on either side ends the whole relay, unless it is the backend's
+        // reset before its first byte and the client can be moved to another backend.
+        if self.bytesRead == 0, Self.isReset(error), let watched = self.watched {
             self.watched = nil
             watched.backend.counters.connectFailed()
             watched.health.resetBeforeFirstByte(watched.backend)
+            if let trial = self.trial {
+                self.trial = nil
+                if trial.backendResetBeforeAnswering() {
+                    self.detached = true
+                    self.partner = nil
+                    context.close(promise: nil)
+                    return
+                }
+            }
         }
         self.failed = true
         self.outcome.record(self.side == .client ? .clientError : .backendError)
         self.partner?.partnerCloseFull()
         context.close(promise: nil)
+    }
+
+    /// A reset by the peer, seen on a read (ECONNRESET) or on a write (EPIPE).
+    private static func isReset(_ error: Error) -> Bool {
+        guard let io = error as? IOError else { return false }
+        return io.errnoCode == ECONNRESET || io.errnoCode == EPIPE
+    }
+
+    private func endTrialAnswered() {
+        if let trial = self.trial {
+            self.trial = nil
+            trial.backendAnswered()
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -174,6 +221,19 @@ extension GlueHandler: ChannelDuplexHandler {
             self.pendingRead = true
         }
     }
+}
+
+extension GlueHandler: RemovableChannelHandler {}
+
+/// Whoever placed a client on a backend and can still move it elsewhere while that backend has not
+/// answered (`BackendConnectHandler`). Called on the connection's event loop.
+protocol BackendTrial: AnyObject {
+    /// The backend sent its first byte or closed cleanly: the client stays with it.
+    func backendAnswered()
+    /// The backend reset the connection before its first byte. Returns true if the client was taken
+    /// over for another attempt (the caller then closes its channel quietly), false if the relay
+    /// should end as for any other reset.
+    func backendResetBeforeAnswering() -> Bool
 }
 
 @available(*, unavailable)

@@ -56,7 +56,8 @@ public final class ProxyServer: Sendable {
             logger: logger,
             health: self.health,
             accessLog: accessLog,
-            sendProxyProtocol: configuration.sendProxyProtocol
+            sendProxyProtocol: configuration.sendProxyProtocol,
+            retryOnReset: configuration.retryOnReset
         )
     }
 

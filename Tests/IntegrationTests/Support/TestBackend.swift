@@ -18,6 +18,9 @@ final class TestBackend: Sendable {
         case stalled
         /// Accepts and resets the connection at once, before sending a byte (SO_LINGER 0).
         case resetOnAccept
+        /// Reads until it has received this many bytes, then resets the connection without having
+        /// sent a byte: a server that crashes on a request it took in.
+        case resetAfterReading(Int)
         /// Reads a PROXY protocol header and answers what it said: the raw v1 line, or for v2
         /// "v2 <client address:port>", then closes.
         case reportProxyHeader
@@ -54,7 +57,7 @@ final class TestBackend: Sendable {
         case .echo: name = "echo"
         case .stalled: name = "stalled"
         case .reportProxyHeader: name = "proxy-report"
-        case .resetOnAccept: name = "reset"
+        case .resetOnAccept, .resetAfterReading: name = "reset"
         }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -141,12 +144,7 @@ private final class BackendHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         if case .resetOnAccept = self.behavior {
-            guard let provider = context.channel as? SocketOptionProvider else {
-                context.close(promise: nil)
-                return
-            }
-            provider.setSoLinger(linger(l_onoff: 1, l_linger: 0))
-                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            Self.reset(context: context)
             return
         }
         if case .greet(let name) = self.behavior {
@@ -164,6 +162,8 @@ private final class BackendHandler: ChannelInboundHandler {
             context.write(self.wrapOutboundOut(buffer), promise: nil)
         case .answerAfterEOF, .stalled, .resetOnAccept:
             break
+        case .resetAfterReading(let count):
+            if self.received >= count { Self.reset(context: context) }
         case .reportProxyHeader:
             self.header.writeImmutableBuffer(buffer)
             let view = self.header.readableBytesView
@@ -206,5 +206,15 @@ private final class BackendHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
+    }
+
+    /// Closes with SO_LINGER 0, so the peer gets a reset instead of a FIN.
+    private static func reset(context: ChannelHandlerContext) {
+        guard let provider = context.channel as? SocketOptionProvider else {
+            context.close(promise: nil)
+            return
+        }
+        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }
