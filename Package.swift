@@ -126,6 +126,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
+                "CLBPolicy",
                 "LBKit",
                 "Policies",
                 "l4lb",

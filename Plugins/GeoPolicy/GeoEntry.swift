@@ -7,7 +7,12 @@ import Glibc
 /// The geo-routing plugin's entry point and its function table (see l4lb_policy.h).
 @_cdecl("l4lb_policy_entry")
 public func l4lbPolicyEntry(_ descriptor: UnsafeMutablePointer<l4lb_policy_descriptor>?, _ size: Int) -> Int32 {
-    guard let descriptor, size >= MemoryLayout<l4lb_policy_descriptor>.size else { return 1 }
+    // The ABI 1.0 part is all this plugin needs; the host's log (1.1) is used when it is there.
+    let hostOffset = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+    guard let descriptor, size >= hostOffset else { return 1 }
+    if size >= hostOffset + MemoryLayout<UnsafePointer<l4lb_host>?>.size {
+        GeoLog.host = descriptor.pointee.host
+    }
     descriptor.pointee.abi_major = UInt32(L4LB_POLICY_ABI_MAJOR)
     descriptor.pointee.abi_minor = UInt32(L4LB_POLICY_ABI_MINOR)
     descriptor.pointee.struct_size = UInt32(MemoryLayout<l4lb_policy_descriptor>.size)

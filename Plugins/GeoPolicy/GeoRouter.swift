@@ -41,7 +41,7 @@ final class GeoRouter: Sendable {
     }
 
     /// Opens the new version of the file, if there is one; a broken new file is refused with a line
-    /// on stderr and the database in use stays.
+    /// in l4lb's log and the database in use stays.
     func reloadIfChanged() {
         let current = self.database.withLock { $0 }
         let path = self.configuration.value.database
@@ -51,16 +51,14 @@ final class GeoRouter: Sendable {
         do {
             let fresh = try GeoDatabase(path: path)
             self.database.withLock { $0 = fresh }
-            Self.report("reloaded \(path) (\(fresh.databaseType))")
+            GeoLog.write(L4LB_LOG_INFO, "reloaded \(path) (\(fresh.databaseType))")
         } catch {
             self.refusedVersion.withLock { $0 = version }
-            Self.report("refused the new version of \(path): \(error.message); keeping the one in use")
+            GeoLog.write(
+                L4LB_LOG_WARNING,
+                "refused the new version of \(path): \(error.message); keeping the one in use"
+            )
         }
-    }
-
-    private static func report(_ message: String) {
-        let line = "l4lb-policy-geo: \(message)\n"
-        FileHandle.standardError.write(Data(line.utf8))
     }
 
     func pick(client: UnsafePointer<l4lb_address>, backends: UnsafeBufferPointer<l4lb_backend>) -> Int64 {

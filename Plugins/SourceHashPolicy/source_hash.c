@@ -19,6 +19,13 @@
  * has to be non-NULL. */
 static int instance_marker;
 
+/* l4lb's services (ABI 1.1), kept from the entry point; NULL under an l4lb that speaks ABI 1.0. */
+static const l4lb_host *host;
+
+static void log_line(int32_t level, const char *message) {
+    if (host != NULL && host->log != NULL) host->log(host, level, message, strlen(message));
+}
+
 static uint64_t mix(uint64_t hash, const void *data, size_t length) {
     const uint8_t *bytes = data;
     for (size_t i = 0; i < length; i++) {
@@ -50,6 +57,7 @@ static void *source_hash_new(const char *config, size_t config_length, char *err
             return NULL;
         }
     }
+    log_line(L4LB_LOG_INFO, "instance created: clients hashed to backends by rendezvous on their address");
     return &instance_marker;
 }
 
@@ -79,7 +87,9 @@ static int64_t source_hash_pick(void *instance, const l4lb_address *client, cons
 }
 
 int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size) {
-    if (descriptor_size < sizeof(l4lb_policy_descriptor)) return 1;
+    /* Everything but the host's log is ABI 1.0: load into any 1.x l4lb. */
+    if (descriptor_size < L4LB_POLICY_DESCRIPTOR_SIZE_1_0) return 1;
+    if (L4LB_POLICY_HAS_HOST(descriptor_size)) host = descriptor->host;
     descriptor->abi_major = L4LB_POLICY_ABI_MAJOR;
     descriptor->abi_minor = L4LB_POLICY_ABI_MINOR;
     descriptor->struct_size = sizeof(l4lb_policy_descriptor);

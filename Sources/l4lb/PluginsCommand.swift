@@ -49,7 +49,12 @@ struct PluginCommand: ParsableCommand {
         func run() throws {
             let plugin: PluginLibrary
             do {
-                plugin = try PluginLibrary.load(path: self.path)
+                // The plugin's own log lines go to stderr, with the debug ones: stdout is the report.
+                let output = try LogOutput(path: nil)
+                let host = PluginHost(path: self.path) {
+                    Logger(label: "l4lb") { LineLogHandler(label: $0, output: output, format: .text, level: .debug) }
+                }
+                plugin = try PluginLibrary.load(path: self.path, host: host)
             } catch {
                 throw exitWithOperatorError(error.message)
             }

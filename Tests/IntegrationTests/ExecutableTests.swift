@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 import Testing
 
 #if canImport(Glibc)
@@ -123,8 +124,9 @@ struct ExecutableTests {
     func pluginCommands() async throws {
         let list = try L4LBProcess(arguments: ["plugins"])
         #expect(await list.waitForExit(timeoutSeconds: 10) == 0)
-        #expect(list.text.contains("geo\tABI 1.0\t"))
-        #expect(list.text.contains("source-hash\tABI 1.0\t"))
+        let abi = "ABI \(PluginLibrary.abiMajor).\(PluginLibrary.abiMinor)"
+        #expect(list.text.contains("geo\t\(abi)\t"))
+        #expect(list.text.contains("source-hash\t\(abi)\t"))
 
         let database = PluginFixtures.database("GeoIP2-City-Test.mmdb")
         let good = try L4LBProcess(arguments: [
@@ -165,6 +167,45 @@ struct ExecutableTests {
                 #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v2("216.160.83.56")) == "other")
             }
             #expect(process.text.contains("loaded policy plugin"))
+        }
+    }
+
+    @Test("the geo plugin reports a refused database in l4lb's own log, as JSON with its name")
+    func geoLogsThroughL4LB() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("any"))
+            let directory = try PluginFixtures.makeDirectory()
+            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
+            let live = "\(directory)/geo.mmdb"
+            try FileManager.default.copyItem(
+                atPath: PluginFixtures.database("GeoLite2-Country-Test.mmdb"),
+                toPath: live
+            )
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--log-format", "json", "--backend", "127.0.0.1:\(backend.port)",
+                "--policy", #"geo {"database": "\#(live)", "reload_check_seconds": 0.1}"#,
+            ])
+            r.onStop { process.kill() }
+            #expect(await eventually { process.text.contains(#""message":"listening""#) }, "got: \(process.text)")
+            let staging = "\(directory)/staging.mmdb"
+            try FileManager.default.copyItem(
+                atPath: PluginFixtures.database("libmaxminddb-corrupt-search-tree.mmdb"),
+                toPath: staging
+            )
+            #expect(rename(staging, live) == 0)
+            let refusal: () -> Substring? = {
+                process.text.split(separator: "\n").first { $0.contains("refused the new version") }
+            }
+            #expect(await eventually { refusal() != nil }, "got: \(process.text)")
+            let line = try #require(refusal())
+            let json = try #require(
+                try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                "not JSON: \(line)"
+            )
+            #expect(json["level"] as? String == "warning")
+            #expect(json["plugin"] as? String == "geo")
+            #expect((json["message"] as? String)?.contains("is corrupt") == true)
+            #expect(!process.text.contains("l4lb-policy-geo:"))
         }
     }
 

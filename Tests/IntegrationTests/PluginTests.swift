@@ -1,3 +1,4 @@
+import CLBPolicy
 import Foundation
 import LBKit
 import Logging
@@ -49,7 +50,11 @@ struct PluginTests {
         let reasons = Dictionary(
             uniqueKeysWithValues: catalog.refused.map { (($0.path as NSString).lastPathComponent, $0.reason) }
         )
-        #expect(reasons["bad-abi.so"]?.contains("built for plugin ABI 99.0, l4lb speaks 1.0") == true)
+        #expect(
+            reasons["bad-abi.so"]?.contains(
+                "built for plugin ABI 99.0, l4lb speaks \(PluginLibrary.abiMajor).\(PluginLibrary.abiMinor)"
+            ) == true
+        )
         #expect(reasons["no-entry.so"]?.contains("no l4lb_policy_entry symbol") == true)
         #expect(reasons["garbage.so"]?.contains("not a loadable shared library") == true)
         #expect(reasons["writable.so"]?.contains("writable by users other than its owner") == true)
@@ -125,6 +130,111 @@ struct PluginTests {
         #expect(compiler.terminationStatus == 0)
         let plugin = try PluginLibrary.load(path: "\(directory)/source-hash.so")
         #expect(plugin.name == "source-hash")
+    }
+
+    @Test("ABI 1.x both ways: a 1.0 plugin loads into this l4lb; this l4lb's plugins load into a 1.0 host")
+    func minorVersionsInterwork() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let directory = try PluginFixtures.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // A plugin as built against ABI 1.0: it declares the 1.0 descriptor size and knows no host.
+        let source = """
+            #include "l4lb_policy.h"
+            static int marker;
+            static void *old_new(const char *c, size_t n, char *e, size_t cap) { return &marker; }
+            static void old_destroy(void *i) {}
+            static int64_t old_pick(void *i, const l4lb_address *a, const l4lb_backend *b, size_t n) {
+                return n > 0 ? 0 : L4LB_PICK_NONE;
+            }
+            int l4lb_policy_entry(l4lb_policy_descriptor *d, size_t size) {
+                if (size < L4LB_POLICY_DESCRIPTOR_SIZE_1_0) return 1;
+                d->abi_major = 1; d->abi_minor = 0;
+                d->struct_size = L4LB_POLICY_DESCRIPTOR_SIZE_1_0;
+                d->name = "old-plugin";
+                d->instance_new = old_new; d->instance_destroy = old_destroy; d->pick = old_pick;
+                return 0;
+            }
+            """
+        try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/old.c"))
+        let compiler = Process()
+        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compiler.arguments = [
+            "cc", "-shared", "-fPIC", "-I", root.appendingPathComponent("Sources/CLBPolicy/include").path,
+            "-o", "\(directory)/old.so", "\(directory)/old.c",
+        ]
+        try compiler.run()
+        compiler.waitUntilExit()
+        #expect(compiler.terminationStatus == 0)
+        let old = try PluginLibrary.load(path: "\(directory)/old.so")
+        #expect(old.name == "old-plugin" && old.abiMajor == 1 && old.abiMinor == 0)
+        _ = try PluginPolicy(
+            plugin: old,
+            spec: PolicySpec(name: "old-plugin"),
+            fallback: RoundRobinPolicy(),
+            faults: PluginFaults(logger: Logger(label: "test"))
+        )
+
+        // This package's plugins, entered by a host that passes a 1.0 descriptor: they load, and
+        // read nothing past its end.
+        let hostOffset = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+        for product in ["l4lb-policy-source-hash", "l4lb-policy-geo"] {
+            let handle = try #require(dlopen(PluginFixtures.library(product), RTLD_NOW | RTLD_LOCAL))
+            let entry = unsafeBitCast(try #require(dlsym(handle, "l4lb_policy_entry")), to: l4lb_policy_entry_fn.self)
+            var descriptor = l4lb_policy_descriptor()
+            #expect(entry(&descriptor, hostOffset) == 0, "\(product)")
+            #expect(descriptor.abi_major == 1 && descriptor.name != nil && descriptor.pick != nil)
+            #expect(entry(&descriptor, hostOffset - 1) != 0, "\(product) accepted a descriptor too small")
+        }
+    }
+
+    @Test("a plugin logs through l4lb (ABI 1.1): tagged with its name, one line, at most 20 lines a second")
+    func pluginLogThroughTheHost() async throws {
+        let captured = CapturedLog()
+        let host = PluginHost(path: "/somewhere/plugin.so") { captured.logger() }
+        let plugin = try PluginLibrary.load(
+            path: PluginFixtures.library("l4lb-policy-source-hash"),
+            host: host
+        )
+        #expect(plugin.abiMinor == PluginLibrary.abiMinor)
+        // The C example plugin logs when an instance is created, through the pointer it was given.
+        _ = try PluginPolicy(
+            plugin: plugin,
+            spec: PolicySpec(name: "source-hash"),
+            fallback: RoundRobinPolicy(),
+            faults: PluginFaults(logger: captured.logger())
+        )
+        let created = try #require(captured.lines.first)
+        #expect(created.level == .info)
+        #expect(created.message.hasPrefix("instance created"))
+        #expect(created.metadata["plugin"] == "source-hash")
+
+        // What any plugin thread calls: the C function pointer, with the host pointer.
+        let log = try #require(host.services.pointee.log)
+        func send(_ text: String, level: Int32) {
+            var text = text
+            text.withUTF8 { bytes in
+                bytes.withMemoryRebound(to: CChar.self) { log(host.services, level, $0.baseAddress, $0.count) }
+            }
+        }
+        send("first line\nsecond line", level: Int32(L4LB_LOG_WARNING))
+        send(String(repeating: "x", count: 5000), level: 99)
+        #expect(captured.lines.count == 3)
+        #expect(captured.lines[1] == .init(level: .warning, message: "first line", metadata: ["plugin": "source-hash"]))
+        #expect(captured.lines[2].level == .error)
+        #expect(captured.lines[2].message.utf8.count == PluginHost.maximumMessageBytes)
+        for index in 0..<100 { send("flood \(index)", level: Int32(L4LB_LOG_DEBUG)) }
+        // Within one second at most 20 lines pass; a tiny chance that the flood spans two windows
+        // allows up to 40, never all 100.
+        let flood = captured.lines.dropFirst(3)
+        #expect(flood.count >= PluginHost.linesPerSecond - 3 && flood.count <= 2 * PluginHost.linesPerSecond)
+        #expect(flood.allSatisfy { $0.level == .debug })
+        // The next line after the window tells how many were held back.
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+        send("after the flood", level: Int32(L4LB_LOG_INFO))
+        let after = try #require(captured.lines.last)
+        #expect(after.message == "after the flood")
+        #expect(after.metadata["suppressed"] == "\(100 - flood.count)")
     }
 
     @Test("the C example plugin: source-hash keeps a client on one backend")

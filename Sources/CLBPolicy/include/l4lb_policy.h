@@ -9,6 +9,9 @@
  * Only <stdint.h>, <stddef.h> and <stdbool.h>; every name starts with l4lb_ (types and host
  * constants), l4lb_policy_ (what a plugin implements) or L4LB_ (macros).
  *
+ * ABI history: 1.0 the descriptor up to connection_closed; 1.1 adds l4lb_host (a log for plugins),
+ * passed in the descriptor's `host` field.
+ *
  * Threads: l4lb calls instance_new, instance_destroy and pool_changed from its control thread, never
  * concurrently with each other for one instance. It calls pick, connection_opened and
  * connection_closed concurrently from every event-loop thread, possibly at the same time as
@@ -31,7 +34,7 @@ extern "C" {
 /* The ABI this header describes. A plugin built against another major version is refused; a higher
  * minor version only adds fields at the end of the descriptor, which struct_size tells apart. */
 #define L4LB_POLICY_ABI_MAJOR 1
-#define L4LB_POLICY_ABI_MINOR 0
+#define L4LB_POLICY_ABI_MINOR 1
 
 /* The symbol every plugin exports. */
 #define L4LB_POLICY_ENTRY_SYMBOL "l4lb_policy_entry"
@@ -43,6 +46,30 @@ extern "C" {
 #define L4LB_FAMILY_UNSPEC 0
 #define L4LB_FAMILY_IPV4 4
 #define L4LB_FAMILY_IPV6 6
+
+/* Levels of l4lb_host.log. */
+#define L4LB_LOG_DEBUG 0
+#define L4LB_LOG_INFO 1
+#define L4LB_LOG_WARNING 2
+#define L4LB_LOG_ERROR 3
+
+/* What l4lb offers a plugin (ABI 1.1). l4lb owns it; it stays valid for the life of the process, so
+ * a plugin may keep the pointer it was given at entry and use it from any thread. */
+typedef struct l4lb_host l4lb_host;
+struct l4lb_host {
+    /* sizeof(l4lb_host) as l4lb was built; later minor versions only add fields at the end. */
+    uint32_t struct_size;
+
+    /* Writes `message` (`length` bytes of UTF-8, not NUL-terminated; cut at the first newline and at
+     * 1024 bytes) as one line of l4lb's log at `level` (L4LB_LOG_*), tagged with the plugin's name,
+     * in the operator's log format and destination. l4lb keeps at most 20 lines per second per
+     * plugin and counts the rest. Any thread; it may wait briefly for the log's output, so log
+     * events (a file reloaded, a bad input), never every pick. Pass the `host` pointer itself. */
+    void (*log)(const l4lb_host *host, int32_t level, const char *message, size_t length);
+
+    /* l4lb's own; a plugin does not touch it. */
+    void *context;
+};
 
 /* A borrowed string: `data` points to `length` bytes of UTF-8, owned by l4lb, valid only for the
  * duration of the call that passes it. Not NUL-terminated. length 0 means absent. */
@@ -108,13 +135,28 @@ typedef struct l4lb_policy_descriptor {
      * threads, concurrently; must not block. Optional (NULL). */
     void (*connection_opened)(void *instance, const l4lb_backend *backend);
     void (*connection_closed)(void *instance, const l4lb_backend *backend);
+
+    /* ABI 1.1. Written by l4lb before it calls the entry point, read by the plugin (which must not
+     * clear it): l4lb's services for this plugin. Only present when the entry point's
+     * descriptor_size covers it (L4LB_POLICY_HAS_HOST); an l4lb that speaks ABI 1.0 passes a smaller
+     * descriptor, and the plugin then has no log (stderr is the fallback). */
+    const l4lb_host *host;
 } l4lb_policy_descriptor;
+
+/* The descriptor's size in ABI 1.0. A plugin accepts a descriptor_size of at least this (not
+ * sizeof(l4lb_policy_descriptor)), so that it also loads into an l4lb that speaks ABI 1.0. */
+#define L4LB_POLICY_DESCRIPTOR_SIZE_1_0 offsetof(l4lb_policy_descriptor, host)
+
+/* True when a descriptor of `descriptor_size` bytes, as passed to the entry point, holds `host`. */
+#define L4LB_POLICY_HAS_HOST(descriptor_size) \
+    ((descriptor_size) >= offsetof(l4lb_policy_descriptor, host) + sizeof(const l4lb_host *))
 
 /* The entry point, exported by every plugin as
  *
  *     int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size);
  *
- * l4lb passes a zeroed descriptor and its size; the plugin fills the fields it knows and returns 0,
+ * l4lb passes a descriptor that is zeroed but for `host` (ABI 1.1), and its size; the plugin fills
+ * the fields it knows (from abi_major to connection_closed; never `host`) and returns 0,
  * or returns non-zero to refuse loading. Called once, on the control thread. (Not declared here, so
  * that a plugin written in a language with its own export syntax can include this header too.) */
 typedef int (*l4lb_policy_entry_fn)(l4lb_policy_descriptor *descriptor, size_t descriptor_size);

@@ -17,13 +17,20 @@ public struct PluginLibrary: @unchecked Sendable {
     public let abiMajor: UInt32
     public let abiMinor: UInt32
     let descriptor: l4lb_policy_descriptor
+    /// The services (a log) this plugin was given at entry.
+    public let host: PluginHost
 
     /// The ABI version l4lb speaks.
     public static let abiMajor = UInt32(L4LB_POLICY_ABI_MAJOR)
     public static let abiMinor = UInt32(L4LB_POLICY_ABI_MINOR)
 
+    /// The descriptor's size in ABI 1.0, the least a plugin of any 1.x minor version declares.
+    static let minimumDescriptorSize = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+
     /// Opens `path` and checks it; throws a one-line error naming the file and the reason.
-    public static func load(path: String) throws(L4LBError) -> PluginLibrary {
+    /// - Parameter host: what the plugin is given for logging; by default a log through the process's
+    ///   logging system.
+    public static func load(path: String, host: PluginHost? = nil) throws(L4LBError) -> PluginLibrary {
         try Self.checkOwnership(path)
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             let reason = dlerror().map { String(cString: $0) } ?? "dlopen failed"
@@ -36,7 +43,9 @@ public struct PluginLibrary: @unchecked Sendable {
             )
         }
         let entry = unsafeBitCast(symbol, to: l4lb_policy_entry_fn.self)
+        let host = host ?? PluginHost(path: path)
         var descriptor = l4lb_policy_descriptor()
+        descriptor.host = UnsafePointer(host.services)
         let status = entry(&descriptor, MemoryLayout<l4lb_policy_descriptor>.size)
         guard status == 0 else {
             throw L4LBError(.invalidPlugin, "plugin \(path): its entry point refused to load (status \(status))")
@@ -47,7 +56,9 @@ public struct PluginLibrary: @unchecked Sendable {
                 "plugin \(path): built for plugin ABI \(descriptor.abi_major).\(descriptor.abi_minor), l4lb speaks \(Self.abiMajor).\(Self.abiMinor)"
             )
         }
-        guard Int(descriptor.struct_size) >= MemoryLayout<l4lb_policy_descriptor>.size else {
+        // A plugin built against an earlier minor version declares a smaller descriptor; its fields
+        // are the first ones of ours.
+        guard Int(descriptor.struct_size) >= Self.minimumDescriptorSize else {
             throw L4LBError(
                 .invalidPlugin,
                 "plugin \(path): descriptor of \(descriptor.struct_size) bytes is too small"
@@ -71,12 +82,14 @@ public struct PluginLibrary: @unchecked Sendable {
         guard descriptor.instance_new != nil, descriptor.instance_destroy != nil, descriptor.pick != nil else {
             throw L4LBError(.invalidPlugin, "plugin \(path): instance_new, instance_destroy and pick are required")
         }
+        host.named(name)
         return PluginLibrary(
             name: name,
             path: path,
             abiMajor: descriptor.abi_major,
             abiMinor: descriptor.abi_minor,
-            descriptor: descriptor
+            descriptor: descriptor,
+            host: host
         )
     }
 
