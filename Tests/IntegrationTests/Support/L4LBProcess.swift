@@ -26,9 +26,10 @@ final class L4LBProcess: Sendable {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("l4lb")
     }
 
-    init(arguments: [String], environment: [String: String] = [:]) throws {
+    /// - Parameter executable: another l4lb binary (an installed copy); by default the one built.
+    init(arguments: [String], environment: [String: String] = [:], executable: URL? = nil) throws {
         let process = Process()
-        process.executableURL = Self.executableURL
+        process.executableURL = executable ?? Self.executableURL
         process.arguments = arguments
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
