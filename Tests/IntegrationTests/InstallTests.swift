@@ -10,9 +10,6 @@ import Glibc
 /// configuration work from there.
 @Suite("Installation")
 struct InstallTests {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     @Test("scripts/install --systemd stages binary, plugins, header, docs, unit and config; they work from there")
     func stagedInstall() async throws {
         let stage = try PluginFixtures.makeDirectory()
@@ -20,7 +17,7 @@ struct InstallTests {
         let install = Process()
         install.executableURL = URL(fileURLWithPath: "/bin/bash")
         install.arguments = [
-            Self.repositoryRoot.appendingPathComponent("scripts/install").path,
+            PluginFixtures.repositoryRoot.appendingPathComponent("scripts/install").path,
             "--prefix", "/opt/l4lb", "--destdir", stage, "--systemd", "--bin-path", PluginFixtures.productsDirectory,
         ]
         install.standardOutput = FileHandle.nullDevice
@@ -71,14 +68,12 @@ struct InstallTests {
         #expect(await run.waitForExit(timeoutSeconds: 15) == 0)
 
         // Plugin authors build against the installed header alone.
-        let compiler = Process()
-        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compiler.arguments = [
-            "cc", "-shared", "-fPIC", "-I", "\(root)/include/l4lb", "-o", "\(stage)/source-hash.so",
-            Self.repositoryRoot.appendingPathComponent("Plugins/SourceHashPolicy/source_hash.c").path,
-        ]
-        try compiler.run()
-        compiler.waitUntilExit()
-        #expect(compiler.terminationStatus == 0)
+        let source = PluginFixtures.repositoryRoot.appendingPathComponent("Plugins/SourceHashPolicy/source_hash.c")
+        let status = try PluginFixtures.compilePlugin(
+            source.path,
+            to: "\(stage)/source-hash.so",
+            include: "\(root)/include/l4lb"
+        )
+        #expect(status == 0)
     }
 }

@@ -114,28 +114,16 @@ struct PluginTests {
 
     @Test("a plugin built outside the package with just cc -shared -fPIC and the header loads (docs/plugins.md)")
     func builtWithCC() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
         let directory = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let compiler = Process()
-        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compiler.arguments = [
-            "cc", "-shared", "-fPIC", "-O2", "-I", root.appendingPathComponent("Sources/CLBPolicy/include").path,
-            "-o", "\(directory)/source-hash.so",
-            root.appendingPathComponent("Plugins/SourceHashPolicy/source_hash.c").path,
-        ]
-        try compiler.run()
-        compiler.waitUntilExit()
-        #expect(compiler.terminationStatus == 0)
+        let source = PluginFixtures.repositoryRoot.appendingPathComponent("Plugins/SourceHashPolicy/source_hash.c")
+        #expect(try PluginFixtures.compilePlugin(source.path, to: "\(directory)/source-hash.so") == 0)
         let plugin = try PluginLibrary.load(path: "\(directory)/source-hash.so")
         #expect(plugin.name == "source-hash")
     }
 
     @Test("ABI 1.x both ways: a 1.0 plugin loads into this l4lb; this l4lb's plugins load into a 1.0 host")
     func minorVersionsInterwork() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
         let directory = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // A plugin as built against ABI 1.0: it declares the 1.0 descriptor size and knows no host.
@@ -157,15 +145,7 @@ struct PluginTests {
             }
             """
         try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/old.c"))
-        let compiler = Process()
-        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compiler.arguments = [
-            "cc", "-shared", "-fPIC", "-I", root.appendingPathComponent("Sources/CLBPolicy/include").path,
-            "-o", "\(directory)/old.so", "\(directory)/old.c",
-        ]
-        try compiler.run()
-        compiler.waitUntilExit()
-        #expect(compiler.terminationStatus == 0)
+        #expect(try PluginFixtures.compilePlugin("\(directory)/old.c", to: "\(directory)/old.so") == 0)
         let old = try PluginLibrary.load(path: "\(directory)/old.so")
         #expect(old.name == "old-plugin" && old.abiMajor == 1 && old.abiMinor == 0)
         _ = try PluginPolicy(

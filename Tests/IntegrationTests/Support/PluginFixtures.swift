@@ -12,11 +12,29 @@ enum PluginFixtures {
         "\(productsDirectory)/lib\(product).so"
     }
 
+    /// The repository's root directory.
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
     /// A MaxMind test database from Tests/Fixtures/maxmind.
     static func database(_ name: String) -> String {
-        URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/maxmind/\(name)").path
+        repositoryRoot.appendingPathComponent("Tests/Fixtures/maxmind/\(name)").path
+    }
+
+    /// Builds a plugin the way docs/plugins.md tells authors to: `cc -shared -fPIC` and the header
+    /// (from `include`, by default the repository's). Returns the compiler's exit status.
+    static func compilePlugin(_ source: String, to output: String, include: String? = nil) throws -> Int32 {
+        let compiler = Process()
+        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compiler.arguments = [
+            "cc", "-shared", "-fPIC", "-O2", "-I",
+            include ?? repositoryRoot.appendingPathComponent("Sources/CLBPolicy/include").path,
+            "-o", output, source,
+        ]
+        try compiler.run()
+        compiler.waitUntilExit()
+        return compiler.terminationStatus
     }
 
     /// The registry the executable builds: built-ins plus l4lb's own plugins next to the binaries.
