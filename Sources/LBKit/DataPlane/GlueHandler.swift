@@ -42,9 +42,10 @@ final class GlueHandler {
     /// connections) as a failed connect.
     private var watched: (backend: Backend, health: HealthChecker)?
     /// On the backend side, while the backend has not answered: whom to offer the client to if the
-    /// backend resets now, and to tell once it answers. Weak: the trial's owner sits in the client's
-    /// pipeline and goes away with it.
-    private weak var trial: (any BackendTrial)?
+    /// backend resets now, and to tell once it answers. Strong, not weak (a weak reference would
+    /// allocate a side table per connection): the cycle with the trial's owner ends when the trial
+    /// does, or when this handler leaves its closed channel.
+    private var trial: (any BackendTrial)?
     /// This side's connection was given up for a retry elsewhere: its end is not the relay's end.
     private var detached = false
 
