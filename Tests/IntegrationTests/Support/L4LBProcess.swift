@@ -38,14 +38,26 @@ final class L4LBProcess: Sendable {
         process.standardError = pipe
         process.standardOutput = pipe
         self.process = process
+        try process.run()
+        // Only the child (and any daemon it starts) writes now, so the reader sees EOF when they
+        // are gone.
+        try pipe.fileHandleForWriting.close()
+        // A plain thread with blocking reads, not `readabilityHandler`: that one is a dispatch read
+        // source that stays registered in libdispatch's epoll set after the pipe's descriptor is
+        // closed, and crashed the whole test process (in _dispatch_event_loop_drain, about one run
+        // in twenty) once the number was reused.
         let output = self.output
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty {
+        let reader = pipe.fileHandleForReading
+        let thread = Thread {
+            while true {
+                let data = reader.availableData
+                if data.isEmpty { break }
                 output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
             }
+            try? reader.close()
         }
-        try process.run()
+        thread.name = "l4lb-test-output"
+        thread.start()
     }
 
     deinit {

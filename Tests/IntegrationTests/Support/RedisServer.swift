@@ -77,6 +77,8 @@ final class RedisServer: @unchecked Sendable {
         process.arguments = [
             "--port", "\(self.port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self.directory.path, "--dbfilename", "dump.rdb", "--daemonize", "no",
+            // For scripts/test, which stops by this PID a server whose test process crashed.
+            "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
