@@ -132,7 +132,9 @@ extension BackendConnectHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // A reference, not a copy: ByteBuffer is copy-on-write and nobody writes to it.
         self.pending.append(buffer)
         context.fireChannelRead(data)
-        if self.pendingBytes > self.dependencies.maxPendingBytes {
+        // Check the state again: relaying this read may have ended the trial (a write to a backend
+        // that reset fails at once, and the client moves on before `fireChannelRead` returns).
+        if case .trial = self.state, self.pendingBytes > self.dependencies.maxPendingBytes {
             // Too much to keep for a replay: the client stays with this backend.
             self.commit(context: context)
         }
@@ -253,12 +255,25 @@ extension BackendConnectHandler {
                 )
             )
         }
+        // The trial starts before the first write: a write to a backend that has already reset fails
+        // at once, inside `flush`, and that failure must find the trial to move the client on.
+        let canRetry =
+            self.dependencies.retryOnReset
+            && self.attempts < self.dependencies.connectAttempts
+            && self.pendingBytes <= self.dependencies.maxPendingBytes
+        if canRetry {
+            self.state = .trial(backend: backend, index: index, glue: glue)
+            glue.backend.offerRetry(to: self)
+        }
+        let attempt = self.attempts
+        // Through the glue, which watches the writes for a reset while the trial is on.
         if let version = self.dependencies.sendProxyProtocol {
-            let header = ProxyProtocolEncoder.header(version, client: self.client, local: context.channel.localAddress)
-            backendChannel.write(header, promise: nil)
+            glue.backend.writeToBackend(
+                ProxyProtocolEncoder.header(version, client: self.client, local: context.channel.localAddress)
+            )
         }
         for buffer in self.pending {
-            backendChannel.write(buffer, promise: nil)
+            glue.backend.writeToBackend(buffer)
         }
         backendChannel.flush()
         if self.clientSentEOF {
@@ -266,16 +281,12 @@ extension BackendConnectHandler {
             self.outcome.record(.clientClosed)
             backendChannel.close(mode: .output, promise: nil)
         }
-        let canRetry =
-            self.dependencies.retryOnReset
-            && self.attempts < self.dependencies.connectAttempts
-            && self.pendingBytes <= self.dependencies.maxPendingBytes
+        // If the flush failed and the client moved on (or was closed), this backend is history.
+        guard self.attempts == attempt, self.context != nil, context.channel.isActive else { return }
         guard canRetry else {
             self.commit(context: context)
             return
         }
-        self.state = .trial(backend: backend, index: index, glue: glue)
-        glue.backend.offerRetry(to: self)
         if self.readHeld {
             self.readHeld = false
             context.channel.read()

@@ -48,6 +48,9 @@ final class GlueHandler {
     private var trial: (any BackendTrial)?
     /// This side's connection was given up for a retry elsewhere: its end is not the relay's end.
     private var detached = false
+    /// A write during the trial failed with a reset. NIO closes a channel whose write fails without
+    /// an `errorCaught`, so the reset is known only from the write's promise.
+    private var resetOnWrite = false
 
     private init(side: Side, outcome: ConnectionOutcome) {
         self.side = side
@@ -83,7 +86,23 @@ final class GlueHandler {
 
 extension GlueHandler {
     fileprivate func partnerWrite(_ buffer: ByteBuffer) {
-        self.context?.write(self.wrapOutboundOut(buffer), promise: nil)
+        guard let context = self.context else { return }
+        // During the trial (a few writes per connection) a promise watches for the backend's reset.
+        context.write(self.wrapOutboundOut(buffer), promise: self.trial == nil ? nil : self.trialWritePromise(context))
+    }
+
+    /// Writes `buffer` to this (backend-side) handler's backend, as relayed bytes are: for the bytes
+    /// a client sent before the backend was connected.
+    func writeToBackend(_ buffer: ByteBuffer) {
+        self.partnerWrite(buffer)
+    }
+
+    private func trialWritePromise(_ context: ChannelHandlerContext) -> EventLoopPromise<Void> {
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenFailure { error in
+            if Self.isReset(error) { self.resetOnWrite = true }
+        }
+        return promise
     }
 
     fileprivate func partnerFlush() {
@@ -154,6 +173,9 @@ extension GlueHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         guard !self.detached else { return }
+        if self.resetOnWrite, self.bytesRead == 0, self.backendResetBeforeAnswering() {
+            return
+        }
         self.outcome.record(self.side == .client ? .clientClosed : .backendClosed)
         if self.failed {
             self.partner?.partnerCloseFull()
@@ -176,24 +198,30 @@ extension GlueHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // A reset or write error on either side ends the whole relay, unless it is the backend's
         // reset before its first byte and the client can be moved to another backend.
-        if self.bytesRead == 0, Self.isReset(error), let watched = self.watched {
-            self.watched = nil
-            watched.backend.counters.connectFailed()
-            watched.health.resetBeforeFirstByte(watched.backend)
-            if let trial = self.trial {
-                self.trial = nil
-                if trial.backendResetBeforeAnswering() {
-                    self.detached = true
-                    self.partner = nil
-                    context.close(promise: nil)
-                    return
-                }
-            }
+        if self.bytesRead == 0, Self.isReset(error), self.backendResetBeforeAnswering() {
+            context.close(promise: nil)
+            return
         }
         self.failed = true
         self.outcome.record(self.side == .client ? .clientError : .backendError)
         self.partner?.partnerCloseFull()
         context.close(promise: nil)
+    }
+
+    /// This (backend-side) handler's backend reset the connection before its first byte: counts it
+    /// against the backend, and offers the client to the trial, if one is on. True if the client was
+    /// taken to another backend; this side is then detached from the relay.
+    private func backendResetBeforeAnswering() -> Bool {
+        guard let watched = self.watched else { return false }
+        self.watched = nil
+        watched.backend.counters.connectFailed()
+        watched.health.resetBeforeFirstByte(watched.backend)
+        guard let trial = self.trial else { return false }
+        self.trial = nil
+        guard trial.backendResetBeforeAnswering() else { return false }
+        self.detached = true
+        self.partner = nil
+        return true
     }
 
     /// A reset by the peer, seen on a read (ECONNRESET) or on a write (EPIPE).
