@@ -105,13 +105,28 @@ struct HealthTests {
         try await withTestResources { r in
             let crasher = try await r.backend(.resetAfterReading(3000))
             let answerer = try await r.backend(.answerAfterEOF("b"))
+            let directory = try PluginFixtures.makeDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let log = AccessLog(path: "\(directory)/access.log", format: .logfmt)
             // Round-robin starts with the first backend: the first client meets the crasher.
-            let proxy = try await r.proxy(backends: [crasher.spec, answerer.spec], configure: Self.fastHealth)
+            let proxy = try await r.proxy(
+                backends: [crasher.spec, answerer.spec],
+                configure: Self.fastHealth,
+                accessLog: log
+            )
             let client = try BlockingClient(port: proxy.port)
             try client.send([UInt8](repeating: 7, count: 3000))
             client.shutdownWrite()
             #expect(try client.readLine() == "b received 3000 bytes")
             #expect(crasher.bytesReceived.load(ordering: .relaxed) >= 3000)
+            #expect(client.waitForClose(timeoutSeconds: 5))
+            #expect(await eventually { proxy.server.activeConnections == 0 })
+            log.close()
+            // One line, for the backend that served the client, with the retry counted.
+            let lines = try String(contentsOfFile: "\(directory)/access.log", encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == 1)
+            #expect(lines.first?.contains("backend=127.0.0.1:\(answerer.port) bytes_from_client=3000 ") == true)
+            #expect(lines.first?.hasSuffix(" retries=1") == true, "got: \(lines)")
         }
     }
 

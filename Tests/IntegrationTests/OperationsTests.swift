@@ -117,6 +117,7 @@ struct OperationsTests {
                     #expect(entry["bytes_from_client"] as? Int == size)
                     #expect(entry["bytes_from_backend"] as? Int == answer)
                     #expect(entry["reason"] as? String == "client-closed")
+                    #expect(entry["retries"] as? Int == 0)
                     #expect((entry["client"] as? String)?.hasPrefix("127.0.0.1:") == true)
                     #expect(entry["duration_ms"] is Double)
                 } else {
@@ -130,6 +131,7 @@ struct OperationsTests {
                     #expect(fields["bytes_from_client"] == "\(size)")
                     #expect(fields["bytes_from_backend"] == "\(answer)")
                     #expect(fields["reason"] == "client-closed")
+                    #expect(fields["retries"] == "0")
                 }
             }
             #expect(lines[2].contains("no-backend"))

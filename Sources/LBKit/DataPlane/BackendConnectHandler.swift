@@ -236,6 +236,7 @@ extension BackendConnectHandler {
         let earlyBytes = UInt64(self.pendingBytes)
         let outcome = self.outcome
         let client = self.client
+        let retries = self.attempts - 1
         self.outcome.whenClosed = {
             backend.counters.connectionEnded()
             backend.counters.relayed(
@@ -251,7 +252,8 @@ extension BackendConnectHandler {
                     bytesFromClient: earlyBytes + glue.client.bytesRead,
                     bytesFromBackend: glue.backend.bytesRead,
                     duration: .now() - outcome.accepted,
-                    reason: (outcome.reason ?? .closedByL4LB).rawValue
+                    reason: (outcome.reason ?? .closedByL4LB).rawValue,
+                    retries: retries
                 )
             )
         }
@@ -336,7 +338,9 @@ extension BackendConnectHandler {
                 bytesFromClient: UInt64(self.pendingBytes),
                 bytesFromBackend: 0,
                 duration: .now() - self.outcome.accepted,
-                reason: ConnectionOutcome.Reason.noBackend.rawValue
+                reason: ConnectionOutcome.Reason.noBackend.rawValue,
+                // `attempts` counts the attempt that found nothing left to try.
+                retries: max(0, self.attempts - 2)
             )
         )
         let reason =

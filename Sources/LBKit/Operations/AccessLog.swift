@@ -2,7 +2,8 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// One line per closed client connection: client, backend, bytes each way, duration, close reason.
+/// One line per closed client connection: client, backend, bytes each way, duration, close reason,
+/// and how many other backends were tried first (like HAProxy's retries field).
 ///
 /// Lines are formatted on the event loop and handed to a writer thread, which appends them to the
 /// file in batches, so that no event loop ever waits on the disk. SIGHUP reopens the file (for
@@ -21,6 +22,9 @@ public final class AccessLog: Sendable {
         public var bytesFromBackend: UInt64
         public var duration: TimeAmount
         public var reason: String
+        /// Backends tried for this client before the one it ended with (failed connects, resets
+        /// before the first byte); for a client refused, the tries after the first.
+        public var retries: Int
     }
 
     private let path: String?
@@ -129,6 +133,7 @@ public final class AccessLog: Sendable {
             "bytes_from_backend": entry.bytesFromBackend,
             "duration_ms": Double(entry.duration.nanoseconds / 1000) / 1000,
             "reason": entry.reason,
+            "retries": entry.retries,
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self) + "\n"
@@ -138,6 +143,6 @@ public final class AccessLog: Sendable {
         let duration = String(format: "%.3f", Double(entry.duration.nanoseconds / 1000) / 1000)
         return "time=\(Self.timestamp(entry.time)) client=\(entry.client) backend=\(entry.backend) "
             + "bytes_from_client=\(entry.bytesFromClient) bytes_from_backend=\(entry.bytesFromBackend) "
-            + "duration_ms=\(duration) reason=\(entry.reason)\n"
+            + "duration_ms=\(duration) reason=\(entry.reason) retries=\(entry.retries)\n"
     }
 }
