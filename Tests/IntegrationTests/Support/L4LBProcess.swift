@@ -10,6 +10,7 @@ import Glibc
 final class L4LBProcess: Sendable {
     private let process: Process
     private let output = NIOLockedValueBox<String>("")
+    private let pidFile: String
 
     /// The built `l4lb` next to the test bundle (both are products of the same `swift build`).
     static var executableURL: URL {
@@ -39,6 +40,11 @@ final class L4LBProcess: Sendable {
         process.standardOutput = pipe
         self.process = process
         try process.run()
+        // For scripts/test, which stops by this PID a process whose test process crashed.
+        self.pidFile =
+            FileManager.default.temporaryDirectory
+            .appendingPathComponent("l4lb-test-process-\(process.processIdentifier).pid").path
+        try? "\(process.processIdentifier)\n".write(toFile: self.pidFile, atomically: true, encoding: .utf8)
         // Only the child (and any daemon it starts) writes now, so the reader sees EOF when they
         // are gone.
         try pipe.fileHandleForWriting.close()
@@ -62,6 +68,7 @@ final class L4LBProcess: Sendable {
 
     deinit {
         self.kill()
+        try? FileManager.default.removeItem(atPath: self.pidFile)
     }
 
     var pid: Int32 { self.process.processIdentifier }
