@@ -28,6 +28,8 @@ let package = Package(
     targets: [
         // The C ABI of policy plugins: one header, include/l4lb_policy.h.
         .target(name: "CLBPolicy"),
+        // Linux calls of the relay loop that Swift's Glibc module leaves out: epoll, eventfd, accept4.
+        .target(name: "CLinux"),
         // libmaxminddb, for the geo-routing plugin.
         .systemLibrary(
             name: "CMaxMindDB",
@@ -54,6 +56,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 "CHiredis",
                 "CLBPolicy",
+                "CLinux",
             ]
         ),
         // Geo routing: maps client addresses to countries and continents with MaxMind databases.

@@ -5,6 +5,8 @@ import NIOCore
 public final class Backend: Sendable, CustomStringConvertible {
     public let spec: BackendSpec
     public let socketAddress: SocketAddress
+    /// The same address as the kernel takes it, for the relay's `connect`.
+    let rawAddress: RawSocketAddress
     public let counters: BackendCounters
     public let health: BackendHealthStatus
     /// The name (`host:port`) and region as bytes that live as long as the backend, so that the
@@ -20,6 +22,7 @@ public final class Backend: Sendable, CustomStringConvertible {
     ) {
         self.spec = spec
         self.socketAddress = socketAddress
+        self.rawAddress = RawSocketAddress(socketAddress)
         self.counters = counters
         self.health = health
         self.cName = Self.copy(spec.address.description)

@@ -1,5 +1,3 @@
-import NIOCore
-
 /// Writes the PROXY protocol header l4lb sends to backends with `--send-proxy-protocol`, so that
 /// they see the client's address (and the address it connected to) instead of l4lb's.
 public enum ProxyProtocolEncoder {
@@ -11,8 +9,8 @@ public enum ProxyProtocolEncoder {
     /// The header for a connection from `client` to `local` (the l4lb address the client reached).
     /// A client or local address that is not IP, or whose families differ, gives UNKNOWN (v1) or
     /// LOCAL (v2): the backend then uses the connection's own addresses.
-    public static func header(_ version: Version, client: ClientAddress, local: SocketAddress?) -> ByteBuffer {
-        var localAddress = ClientAddress(local)
+    public static func header(_ version: Version, client: ClientAddress, local: ClientAddress) -> [UInt8] {
+        var localAddress = local
         // An IPv4 client on a dual-stack listener: speak v4 on both ends if the local side can.
         if client.family != localAddress.family, client.family == .ipv4, let mapped = Self.unmapped(localAddress) {
             localAddress = mapped
@@ -20,26 +18,26 @@ public enum ProxyProtocolEncoder {
         let known = client.family != .unspecified && client.family == localAddress.family
         switch version {
         case .v1:
-            guard known else { return ByteBuffer(string: "PROXY UNKNOWN\r\n") }
+            guard known else { return Array("PROXY UNKNOWN\r\n".utf8) }
             let family = client.family == .ipv4 ? "TCP4" : "TCP6"
-            return ByteBuffer(
-                string:
-                    "PROXY \(family) \(Self.text(client)) \(Self.text(localAddress)) \(client.port) \(localAddress.port)\r\n"
+            return Array(
+                "PROXY \(family) \(Self.text(client)) \(Self.text(localAddress)) \(client.port) \(localAddress.port)\r\n"
+                    .utf8
             )
         case .v2:
-            var buffer = ByteBuffer(bytes: ProxyProtocolHeader.v2Signature)
+            var header = ProxyProtocolHeader.v2Signature
             guard known else {
-                buffer.writeBytes([0x20, 0x00, 0x00, 0x00])  // LOCAL, UNSPEC, no addresses
-                return buffer
+                header += [0x20, 0x00, 0x00, 0x00]  // LOCAL, UNSPEC, no addresses
+                return header
             }
             let isV4 = client.family == .ipv4
-            buffer.writeBytes([0x21, isV4 ? 0x11 : 0x21])
-            buffer.writeInteger(UInt16(isV4 ? 12 : 36))
-            buffer.writeBytes(client.bytes)
-            buffer.writeBytes(localAddress.bytes)
-            buffer.writeInteger(client.port)
-            buffer.writeInteger(localAddress.port)
-            return buffer
+            let length: UInt16 = isV4 ? 12 : 36
+            header += [0x21, isV4 ? 0x11 : 0x21, UInt8(length >> 8), UInt8(length & 0xFF)]
+            header += client.bytes
+            header += localAddress.bytes
+            header += [UInt8(client.port >> 8), UInt8(client.port & 0xFF)]
+            header += [UInt8(localAddress.port >> 8), UInt8(localAddress.port & 0xFF)]
+            return header
         }
     }
 

@@ -48,22 +48,12 @@ public final class HealthChecker: Sendable {
     /// Probes started so far (for tests and metrics).
     public var probesStarted: Int { self.probes.load(ordering: .relaxed) }
 
-    /// A client's connect to `backend` failed.
-    public func connectFailed(_ backend: Backend, error: Error) {
+    /// A client's connect to `backend` failed in the way `kind` says (the relay's errno, mapped).
+    public func connectFailed(_ backend: Backend, kind: BackendHealthMachine.FailureKind) {
         backend.health.setFailing(true)
-        let kind = Self.classify(error)
         let address = backend.address
         let box = self.core
         self.loop.execute { box.value.connectFailed(address, kind: kind) }
-    }
-
-    /// `backend` accepted a connection and reset it before sending a byte: a failed connect in all
-    /// but name (a crashed process behind a listening socket, a proxy with nothing behind it).
-    public func resetBeforeFirstByte(_ backend: Backend) {
-        backend.health.setFailing(true)
-        let address = backend.address
-        let box = self.core
-        self.loop.execute { box.value.connectFailed(address, kind: .reset) }
     }
 
     /// A client's connect to `backend` succeeded. Free unless a failure was seen before.
@@ -86,12 +76,6 @@ public final class HealthChecker: Sendable {
     public func stop() async {
         let box = self.core
         try? await self.loop.submit { box.value.stop() }.get()
-    }
-
-    static func classify(_ error: Error) -> BackendHealthMachine.FailureKind {
-        if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return .refused }
-        if let error = error as? ChannelError, case .connectTimeout = error { return .timeout }
-        return .reset
     }
 }
 

@@ -1,0 +1,28 @@
+// Linux calls of the relay loop that Swift's Glibc module leaves out: epoll, eventfd, accept4.
+#ifndef L4LB_LINUX_H
+#define L4LB_LINUX_H
+
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+// epoll_event is packed on x86_64; these read and write it without Swift touching the layout.
+static inline void l4lb_epoll_event_set(struct epoll_event *event, uint32_t events, uint64_t token) {
+    event->events = events;
+    event->data.u64 = token;
+}
+
+static inline uint32_t l4lb_epoll_event_events(const struct epoll_event *event) {
+    return event->events;
+}
+
+static inline uint64_t l4lb_epoll_event_token(const struct epoll_event *event) {
+    return event->data.u64;
+}
+
+// accept4(2), which glibc declares only with _GNU_SOURCE: the accepted socket comes back
+// non-blocking and close-on-exec with no further system call.
+int l4lb_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+
+#endif

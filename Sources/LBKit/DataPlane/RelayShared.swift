@@ -1,0 +1,160 @@
+import Atomics
+import Logging
+import NIOConcurrencyHelpers
+
+/// What every relay loop shares: the immutable parts of the data plane, built once at start, and the
+/// counters across loops. One object, so that a loop holds one reference for all of it.
+final class RelayShared: Sendable {
+    let router: Router
+    let health: HealthChecker
+    let logger: Logger
+    /// Where each closed connection is written, when `--access-log` is on.
+    let accessLog: AccessLog?
+    /// The PROXY protocol header to send to backends first, when `--send-proxy-protocol` is on.
+    let sendProxyProtocol: ProxyProtocolEncoder.Version?
+    let machineSettings: RelayMachine.Settings
+    /// Client bytes kept while a backend connects (then reading pauses).
+    let maxPendingBytes: Int
+    let proxyHeaderTimeout: Duration?
+
+    /// Client connections open now, on every loop; with `--max-connections`, a slot is taken here
+    /// before `accept4`, so that no loop accepts past the limit.
+    private let active = ManagedAtomic<Int>(0)
+    private let accepted = ManagedAtomic<Int>(0)
+    private let pauses = ManagedAtomic<Int>(0)
+    let limit: Int?
+    /// Loops whose listeners are paused at the limit, to wake when a slot frees.
+    private let pausedLoops = NIOLockedValueBox<[RelayLoop]>([])
+    private let anyPaused = ManagedAtomic<Bool>(false)
+    private let idleWaiters = NIOLockedValueBox<[ResumeOnce]>([])
+
+    let noBackendLog = RateLimitedLog()
+    let connectFailureLog = RateLimitedLog()
+    let proxyHeaderLog = RateLimitedLog()
+    let resourceLog = RateLimitedLog()
+
+    init(
+        router: Router,
+        health: HealthChecker,
+        logger: Logger,
+        accessLog: AccessLog?,
+        configuration: ProxyConfiguration
+    ) {
+        self.router = router
+        self.health = health
+        self.logger = logger
+        self.accessLog = accessLog
+        self.sendProxyProtocol = configuration.sendProxyProtocol
+        self.machineSettings = RelayMachine.Settings(
+            waitsForProxyHeader: configuration.acceptProxyProtocol != nil,
+            connectAttempts: max(1, configuration.connectAttempts),
+            retryOnReset: configuration.retryOnReset,
+            maxKeptBytes: configuration.maxPendingBytes
+        )
+        self.maxPendingBytes = configuration.maxPendingBytes
+        self.proxyHeaderTimeout = configuration.acceptProxyProtocol.map { .nanoseconds($0.nanoseconds) }
+        self.limit = configuration.maxConnections
+    }
+
+    var activeCount: Int { self.active.load(ordering: .relaxed) }
+    var acceptedCount: Int { self.accepted.load(ordering: .relaxed) }
+    var pauseCount: Int { self.pauses.load(ordering: .relaxed) }
+
+    /// Takes a connection slot before an accept; false at `--max-connections`.
+    func reserveSlot() -> Bool {
+        guard let limit = self.limit else {
+            self.active.wrappingIncrement(ordering: .relaxed)
+            return true
+        }
+        var current = self.active.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = self.active.weakCompareExchange(
+                expected: current,
+                desired: current + 1,
+                ordering: .relaxed
+            )
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Gives back a slot: the accept found nobody, or a connection closed.
+    func releaseSlot() {
+        let left = self.active.wrappingDecrementThenLoad(ordering: .relaxed)
+        if self.anyPaused.load(ordering: .relaxed) {
+            self.wakePausedLoops()
+        }
+        if left == 0 {
+            let waiters = self.idleWaiters.withLockedValue { waiters in
+                defer { waiters = [] }
+                return waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    func countAccepted() {
+        self.accepted.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// `loop` stopped accepting at the limit. Re-checks after registering, so that a slot freed
+    /// meanwhile is not missed; true if the loop should accept again at once.
+    func loopPaused(_ loop: RelayLoop) -> Bool {
+        self.pauses.wrappingIncrement(ordering: .relaxed)
+        self.pausedLoops.withLockedValue { $0.append(loop) }
+        self.anyPaused.store(true, ordering: .relaxed)
+        guard let limit = self.limit, self.active.load(ordering: .relaxed) < limit else { return false }
+        self.wakePausedLoops()
+        return false
+    }
+
+    private func wakePausedLoops() {
+        let loops = self.pausedLoops.withLockedValue { loops in
+            defer { loops = [] }
+            return loops
+        }
+        self.anyPaused.store(false, ordering: .relaxed)
+        for loop in loops {
+            loop.post(.resumeAccepting)
+        }
+    }
+
+    /// Returns once no client connection is open (at once if none is), or after `timeout`.
+    func waitUntilIdle(timeout: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiter = ResumeOnce(continuation)
+            let idle = self.idleWaiters.withLockedValue { waiters -> Bool in
+                if self.active.load(ordering: .relaxed) == 0 { return true }
+                waiters.append(waiter)
+                return false
+            }
+            if idle {
+                waiter.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                waiter.resume()
+            }
+        }
+    }
+}
+
+/// A continuation that two parties may race to resume (the last connection closing, a timeout):
+/// the first wins, the second does nothing.
+final class ResumeOnce: Sendable {
+    private let continuation = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
+
+    init(_ continuation: CheckedContinuation<Void, Never>) {
+        self.continuation.withLockedValue { $0 = continuation }
+    }
+
+    func resume() {
+        let taken = self.continuation.withLockedValue { stored in
+            defer { stored = nil }
+            return stored
+        }
+        taken?.resume()
+    }
+}
