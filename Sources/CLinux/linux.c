@@ -3,6 +3,6 @@
 
 #include "l4lb_linux.h"
 
-int l4lb_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int flags) {
     return accept4(fd, address, length, flags);
 }

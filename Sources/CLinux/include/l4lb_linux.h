@@ -5,7 +5,10 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
+
+// Declared, not included: this header must not pull <sys/socket.h> into this module, or Swift code
+// that imports both this module and Glibc loses the socket constants to an ambiguity.
+struct sockaddr;
 
 // epoll_event is packed on x86_64; these read and write it without Swift touching the layout.
 static inline void l4lb_epoll_event_set(struct epoll_event *event, uint32_t events, uint64_t token) {
@@ -23,6 +26,6 @@ static inline uint64_t l4lb_epoll_event_token(const struct epoll_event *event) {
 
 // accept4(2), which glibc declares only with _GNU_SOURCE: the accepted socket comes back
 // non-blocking and close-on-exec with no further system call.
-int l4lb_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int flags);
 
 #endif
