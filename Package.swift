@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -102,6 +103,7 @@ let package = Package(
             dependencies: [
                 "LBKit",
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // The executable: argument parsing and wiring only.
@@ -140,3 +142,24 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The pick benchmarks (scripts/bench-picks) are built only when L4LB_BENCHMARKS is set, so that a
+// plain build and CI neither fetch nor build the benchmark harness.
+if ProcessInfo.processInfo.environment["L4LB_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"])
+    )
+    package.targets.append(
+        .executableTarget(
+            name: "PickBenchmarks",
+            dependencies: [
+                "LBKit",
+                "Policies",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/PickBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    )
+}

@@ -1,55 +1,71 @@
-import Atomics
 import LBKit
+import NIOConcurrencyHelpers
 
 /// Sends each client to the backend with the fewest active connections relative to its weight
-/// (the comparison nginx's least_conn makes: `active_a * weight_b < active_b * weight_a`), with ties
-/// broken by rotation so that an idle pool still spreads clients evenly.
+/// (the comparison nginx's least_conn makes: `active_a * weight_b < active_b * weight_a`), ties
+/// going to the backend picked longest ago, so that an idle pool still spreads clients evenly.
 ///
 /// Active connections count from the moment of the pick, so a burst of clients is spread before
-/// their connects complete. A pick scans the pool once: O(n) relaxed atomic loads, no lock.
+/// their connects complete. The pool is kept ordered by load in a `LoadHeap` (HAProxy's lb_fwlc.c
+/// keeps a tree): a pick is O(log n) under a lock held for that long, and a closed connection
+/// re-sorts its backend through `connectionClosed`.
 public final class LeastConnectionsPolicy: LoadBalancingPolicy {
     public static let name = "least-connections"
 
     public var name: String { Self.name }
 
-    private let rotation = ManagedAtomic<UInt64>(0)
+    /// The selector of the pool in force, which closes are reported to.
+    private let current = NIOLockedValueBox<LeastConnectionsSelector?>(nil)
 
     public init() {}
 
     public func makeSelector(for pool: BackendPool) -> any BackendSelector {
-        LeastConnectionsSelector(pool: pool, rotation: self.rotation)
+        let selector = LeastConnectionsSelector(pool: pool)
+        self.current.withLockedValue { $0 = selector }
+        return selector
+    }
+
+    public func connectionClosed(to backend: Backend) {
+        self.current.withLockedValue { $0 }?.refresh(backend)
     }
 }
 
-/// Serves least-connections picks for one pool. Locking contract: none.
+/// Serves least-connections picks for one pool. Locking contract: each pick and each refresh holds
+/// the selector's own lock for one O(log n) heap update; nothing else is locked.
 final class LeastConnectionsSelector: BackendSelector {
     private let pool: BackendPool
-    private let rotation: ManagedAtomic<UInt64>
+    private let heap: NIOLockedValueBox<LoadHeap>
+    /// Backends by their counters' identity, which survives pool changes (a backend's `Backend`
+    /// object does not).
+    private let indexByCounters: [ObjectIdentifier: Int]
 
-    init(pool: BackendPool, rotation: ManagedAtomic<UInt64>) {
+    init(pool: BackendPool) {
         self.pool = pool
-        self.rotation = rotation
+        self.heap = NIOLockedValueBox(
+            LoadHeap(weights: pool.backends.map(\.weight), loads: pool.backends.map(\.activeConnections))
+        )
+        var indices: [ObjectIdentifier: Int] = [:]
+        for (index, backend) in pool.backends.enumerated() {
+            indices[ObjectIdentifier(backend.counters)] = index
+        }
+        self.indexByCounters = indices
     }
 
     func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? {
-        let count = self.pool.count
-        guard count > 0 else { return nil }
-        let start = Int(self.rotation.loadThenWrappingIncrement(ordering: .relaxed) % UInt64(count))
-        var best: Int?
-        var bestActive = 0
-        var bestWeight = 1
-        for step in 0..<count {
-            let index = (start + step) % count
-            guard self.pool.isEligible(index, excluding: excluded) else { continue }
-            let backend = self.pool[index]
-            let active = backend.activeConnections
-            // Strictly fewer wins, so among equals the first in rotation order is chosen.
-            if best == nil || active * bestWeight < bestActive * backend.weight {
-                best = index
-                bestActive = active
-                bestWeight = backend.weight
-            }
+        let pool = self.pool
+        let panic = pool.panic.isOn
+        return self.heap.withLockedValue { heap in
+            heap.pick(
+                currentLoad: { pool[$0].activeConnections },
+                isRetired: { !panic && pool[$0].isRetired },
+                isEligible: { pool.isEligible($0, excluding: excluded) }
+            )
         }
-        return best
+    }
+
+    func refresh(_ backend: Backend) {
+        guard let index = self.indexByCounters[ObjectIdentifier(backend.counters)] else { return }
+        let load = self.pool[index].activeConnections
+        self.heap.withLockedValue { $0.refresh(index, load: load) }
     }
 }

@@ -1,7 +1,7 @@
 import Atomics
 import LBKit
 
-/// Weighted round-robin with nginx's smooth interleaving: weights 5, 1, 1 give a a b a c a a, not
+/// Weighted round-robin with smooth interleaving: weights 5, 1, 1 give a a a b c a a, not
 /// a a a a a b c. Equal weights give an exact rotation.
 ///
 /// The interleaved schedule is built once per pool (off the hot path, as HAProxy's lb_map.c does);
@@ -24,25 +24,49 @@ public final class RoundRobinPolicy: LoadBalancingPolicy {
         )
     }
 
-    /// The smooth weighted sequence of backend indices for one full cycle (nginx's algorithm: every
-    /// step each backend gains its weight, the richest is chosen and pays the total). Weights are
-    /// divided by their greatest common divisor first, so 2, 2, 2 is as short as 1, 1, 1.
+    /// The smooth weighted sequence of backend indices for one full cycle. Each backend's `w` turns
+    /// are spread evenly over the cycle, the k-th at time (2k + 1) / 2w (earliest-deadline-first,
+    /// as stride schedulers do), and the turns of all backends are merged in time order with a heap:
+    /// O(T log n) for a cycle of T turns over n backends, so a pool of 10,000 weighted backends is
+    /// built in milliseconds. Weights are divided by their greatest common divisor first, so 2, 2, 2
+    /// is as short as 1, 1, 1. Ties go to the lower index.
     static func smoothSchedule(weights: [Int]) -> [Int] {
         guard !weights.isEmpty else { return [] }
         let divisor = weights.reduce(0) { greatestCommonDivisor($0, $1) }
-        let reduced = weights.map { $0 / max(divisor, 1) }
+        let reduced = weights.map { max(1, $0 / max(divisor, 1)) }
         let total = reduced.reduce(0, +)
-        var current = [Int](repeating: 0, count: reduced.count)
+        // turn[i]: backend i's next turn number k; its time is (2k + 1) / (2 * reduced[i]).
+        var turn = [Int](repeating: 0, count: reduced.count)
+        func earlier(_ a: Int, _ b: Int) -> Bool {
+            let left = (2 * turn[a] + 1) * reduced[b]
+            let right = (2 * turn[b] + 1) * reduced[a]
+            return left != right ? left < right : a < b
+        }
+        var heap = Array(reduced.indices)
+        func siftDown(_ start: Int) {
+            var position = start
+            while true {
+                let left = 2 * position + 1
+                guard left < heap.count else { return }
+                var child = left
+                if left + 1 < heap.count, earlier(heap[left + 1], heap[left]) { child = left + 1 }
+                guard earlier(heap[child], heap[position]) else { return }
+                heap.swapAt(position, child)
+                position = child
+            }
+        }
+        for position in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(position) }
         var schedule: [Int] = []
         schedule.reserveCapacity(total)
         for _ in 0..<total {
-            var best = 0
-            for index in reduced.indices {
-                current[index] += reduced[index]
-                if current[index] > current[best] { best = index }
+            let next = heap[0]
+            schedule.append(next)
+            turn[next] += 1
+            if turn[next] == reduced[next] {
+                heap[0] = heap[heap.count - 1]
+                heap.removeLast()
             }
-            current[best] -= total
-            schedule.append(best)
+            if !heap.isEmpty { siftDown(0) }
         }
         return schedule
     }

@@ -78,4 +78,71 @@ struct LeastConnectionsPolicyTests {
         // Racing picks may read the same counts; the spread stays within a few per thread.
         #expect(active.max()! - active.min()! <= 16)
     }
+
+    @Test("on 1,000 backends with random loads and weights, every pick is the least loaded, as a full scan finds")
+    func matchesFullScan() throws {
+        var generator = SplitMix(seed: 42)
+        let weights = (0..<1_000).map { _ in Int(generator.next() % 5) + 1 }
+        let policy = LeastConnectionsPolicy()
+        let router = try makeRouter(weights: weights, policy: policy)
+        for index in 0..<1_000 { self.hold(Int(generator.next() % 50), on: index, in: router) }
+        let pool = router.pool
+        for round in 0..<2_000 {
+            let picked = try #require(router.table.selector.pick(for: anyClient, excluding: .none))
+            let best = pool.backends.map { Double($0.activeConnections) / Double($0.weight) }.min()!
+            #expect(Double(pool[picked].activeConnections) / Double(pool[picked].weight) == best)
+            pool[picked].counters.connectionStarted()
+            policy.connectionOpened(to: pool[picked])
+            if round % 3 == 0 {
+                // Close one somewhere, as the data plane does: count, then tell the policy.
+                let closing = pool[Int(generator.next() % 1_000)]
+                if closing.activeConnections > 0 {
+                    closing.counters.connectionEnded()
+                    policy.connectionClosed(to: closing)
+                }
+            }
+        }
+    }
+
+    @Test("retired backends are skipped, and picked again once restored")
+    func retiredAndRestored() throws {
+        let router = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())
+        self.hold(5, on: 1, in: router)
+        self.hold(5, on: 2, in: router)
+        router.pool[0].health.setRetired(true)
+        for _ in 0..<5 {
+            #expect(router.table.selector.pick(for: anyClient, excluding: .none) != 0)
+        }
+        router.pool[0].health.setRetired(false)
+        #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 0)
+    }
+
+    @Test("a closed connection re-sorts its backend at once")
+    func closeResorts() throws {
+        let policy = LeastConnectionsPolicy()
+        let router = try makeRouter(weights: [1, 1], policy: policy)
+        self.hold(3, on: 0, in: router)
+        self.hold(2, on: 1, in: router)
+        #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 1)
+        for _ in 0..<3 {
+            router.pool[0].counters.connectionEnded()
+            policy.connectionClosed(to: router.pool[0])
+        }
+        #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 0)
+    }
+}
+
+/// A small deterministic generator, so that a failing case can be replayed.
+struct SplitMix {
+    var state: UInt64
+
+    init(seed: UInt64) { self.state = seed }
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }

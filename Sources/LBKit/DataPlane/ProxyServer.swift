@@ -3,10 +3,13 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The data plane: accepts clients on every listen address and relays each to a backend that the
-/// router's policy picks. `eventLoopThreads` relay threads (`RelayLoop`), each with its own listeners
-/// on the same ports (SO_REUSEPORT: the kernel spreads clients among them); a client and its backend
-/// connection stay on one thread.
+/// router's policy picks. `eventLoopThreads` relay threads (`RelayLoop`) share one listening socket
+/// per address; a client and its backend connection stay on the thread that accepted it.
 ///
 /// SwiftNIO is kept for what is not the relay: the health checker's probes run on an event loop of
 /// `group` (one thread made here if none is given), as does the admin endpoint.
@@ -73,6 +76,7 @@ public final class ProxyServer: Sendable {
         let threads = max(1, self.configuration.eventLoopThreads)
         var loops: [RelayLoop] = []
         var addresses: [SocketAddress] = []
+        var listening: [Int32] = []
         do {
             for index in 0..<threads {
                 loops.append(
@@ -81,31 +85,27 @@ public final class ProxyServer: Sendable {
             }
             for address in self.configuration.listen {
                 let wildcard = address.host == "*" || address.host == "0.0.0.0" || address.host == "::"
-                var target: RawSocketAddress
                 do {
-                    target = RawSocketAddress(try Self.listenSocketAddress(address))
+                    let target = RawSocketAddress(try Self.listenSocketAddress(address))
+                    let (fd, local) = try SocketCalls.listen(
+                        on: target,
+                        backlog: Int32(clamping: self.configuration.backlog)
+                    )
+                    listening.append(fd)
+                    for loop in loops {
+                        loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard))
+                    }
+                    if let bound = local.socketAddress { addresses.append(bound) }
                 } catch {
                     throw L4LBError(.bindFailed, "cannot listen on \(address): \(error.message)")
                 }
-                for loop in loops {
-                    do {
-                        let (fd, local) = try SocketCalls.listen(
-                            on: target,
-                            backlog: Int32(clamping: self.configuration.backlog)
-                        )
-                        loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard))
-                        // Port 0: every other thread listens on the port the kernel gave the first.
-                        target = local
-                    } catch {
-                        throw L4LBError(.bindFailed, "cannot listen on \(address): \(error.message)")
-                    }
-                }
-                if let bound = target.socketAddress { addresses.append(bound) }
             }
         } catch {
-            for loop in loops { loop.closeListenersBeforeStart() }
+            for fd in listening { close(fd) }
+            for loop in loops { loop.closeBeforeStart() }
             throw error
         }
+        self.shared.listenersShared(by: loops.count)
         for loop in loops { loop.start() }
         self.loops.withLockedValue { $0 = loops }
         self.bound.withLockedValue { $0 = addresses }

@@ -7,8 +7,8 @@ import NIOConcurrencyHelpers
 import Glibc
 #endif
 
-/// One relay thread: an edge-triggered epoll loop that accepts clients on its own SO_REUSEPORT
-/// listeners, connects them to backends and relays their bytes, with every connection's state in a
+/// One relay thread: an edge-triggered epoll loop that accepts clients from the listening sockets
+/// it shares with the other relay threads, connects them to backends and relays their bytes, with every connection's state in a
 /// slab of `RelaySlot`s. The decisions are `RelayMachine`'s; this type only does the system calls.
 ///
 /// What a connection costs it, by design (HAProxy's connection layer is the model):
@@ -98,9 +98,23 @@ final class RelayLoop: @unchecked Sendable {
     }
 
     /// Adds a bound listening socket; before `start` only.
+    ///
+    /// Every loop watches the same listening sockets, level-triggered and with EPOLLEXCLUSIVE (one
+    /// waiting loop is woken per new client, not all): one accept queue per address keeps clients in
+    /// arrival order, which `--max-connections` promises (a queue per thread, as SO_REUSEPORT gives,
+    /// would serve a client that came later on another thread first).
     func adopt(listener: Listener) {
         self.listeners.append(listener)
-        self.register(listener.fd, token: Token.listener(self.listeners.count - 1), events: EPOLLIN.rawValue)
+        self.watch(listener: self.listeners.count - 1, true)
+    }
+
+    private func watch(listener index: Int, _ watched: Bool) {
+        let fd = self.listeners[index].fd
+        guard fd >= 0 else { return }
+        var event = epoll_event()
+        // EPOLLEXCLUSIVE cannot be modified, only added and deleted.
+        l4lb_epoll_event_set(&event, EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue, Token.listener(index))
+        epoll_ctl(self.epoll, watched ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &event)
     }
 
     func start() {
@@ -110,8 +124,7 @@ final class RelayLoop: @unchecked Sendable {
     }
 
     /// Gives up a loop whose thread never started (another address failed to bind).
-    func closeListenersBeforeStart() {
-        self.closeListeners()
+    func closeBeforeStart() {
         close(self.epoll)
         close(self.wake)
     }
@@ -279,18 +292,21 @@ extension RelayLoop {
     private func armListeners(_ armed: Bool) {
         guard armed != self.listenersArmed else { return }
         self.listenersArmed = armed
-        for (index, listener) in self.listeners.enumerated() where listener.fd >= 0 {
-            var event = epoll_event()
-            l4lb_epoll_event_set(&event, armed ? EPOLLIN.rawValue : 0, Token.listener(index))
-            epoll_ctl(self.epoll, EPOLL_CTL_MOD, listener.fd, &event)
+        for index in self.listeners.indices {
+            self.watch(listener: index, armed)
         }
     }
 
-    /// Closes the listening sockets; their entries stay, for the local addresses of open connections.
+    /// Stops watching the listening sockets; the last loop to stop closes them, so no loop ever
+    /// accepts on a closed (and perhaps reused) descriptor. The entries stay, for the local addresses
+    /// of open connections.
     private func closeListeners() {
-        for index in self.listeners.indices where self.listeners[index].fd >= 0 {
-            close(self.listeners[index].fd)
-            self.listeners[index].fd = -1
+        guard self.listeners.contains(where: { $0.fd >= 0 }) else { return }
+        self.armListeners(false)
+        let descriptors = self.listeners.map(\.fd)
+        for index in self.listeners.indices { self.listeners[index].fd = -1 }
+        if self.shared.loopStoppedAccepting() {
+            for fd in descriptors where fd >= 0 { close(fd) }
         }
     }
 

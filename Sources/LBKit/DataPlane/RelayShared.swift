@@ -26,6 +26,8 @@ final class RelayShared: Sendable {
     /// Loops whose listeners are paused at the limit, to wake when a slot frees.
     private let pausedLoops = NIOLockedValueBox<[RelayLoop]>([])
     private let anyPaused = ManagedAtomic<Bool>(false)
+    /// Relay loops still watching the listening sockets.
+    private let loopsAccepting = ManagedAtomic<Int>(0)
     private let idleWaiters = NIOLockedValueBox<[ResumeOnce]>([])
 
     let noBackendLog = RateLimitedLog()
@@ -92,6 +94,16 @@ final class RelayShared: Sendable {
             }
             for waiter in waiters { waiter.resume() }
         }
+    }
+
+    /// Sets how many loops share the listening sockets.
+    func listenersShared(by loops: Int) {
+        self.loopsAccepting.store(loops, ordering: .relaxed)
+    }
+
+    /// A loop stopped watching the listening sockets; true for the last one, which closes them.
+    func loopStoppedAccepting() -> Bool {
+        self.loopsAccepting.wrappingDecrementThenLoad(ordering: .acquiringAndReleasing) == 0
     }
 
     func countAccepted() {

@@ -99,8 +99,7 @@ enum SocketCalls {
 
     static let streamFlags = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
 
-    /// A non-blocking listening socket on `address`. With `reusePort`, several loops (and, during an
-    /// upgrade, two processes) listen on one port and the kernel spreads connections among them.
+    /// A non-blocking listening socket on `address`, shared by every relay loop.
     static func listen(
         on address: RawSocketAddress,
         backlog: Int32
@@ -109,7 +108,6 @@ enum SocketCalls {
         guard fd >= 0 else { throw L4LBError(.bindFailed, Self.describe(errno)) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         // Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per client.
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = address.withSockAddr { bind(fd, $0, $1) }
