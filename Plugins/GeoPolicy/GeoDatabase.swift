@@ -12,6 +12,24 @@ final class GeoDatabase: @unchecked Sendable {
     }
 
     /// A file's identity, to notice a new version (replaced by rename or rewritten in place).
+    /// Refuses anything but a regular file before libmaxminddb opens it: a FIFO would block the
+    /// opening thread (the control plane's) until someone wrote to it, and a device could be endless.
+    /// Opened non-blocking, so that the check itself never waits.
+    static func checkRegularFile(_ path: String) throws(Failure) {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw Failure(message: "cannot open MaxMind database \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw Failure(message: "cannot open MaxMind database \(path): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw Failure(message: "cannot open MaxMind database \(path): not a regular file")
+        }
+    }
+
     struct FileVersion: Equatable {
         var inode: UInt64
         var size: Int64
@@ -44,6 +62,7 @@ final class GeoDatabase: @unchecked Sendable {
         // Everything that can fail happens before `self` is complete, so that a failure never runs
         // deinit on a half-made database.
         let version = FileVersion(path: path)
+        try Self.checkRegularFile(path)
         let mmdb = UnsafeMutablePointer<MMDB_s>.allocate(capacity: 1)
         mmdb.initialize(to: MMDB_s())
         let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), mmdb)

@@ -13,7 +13,6 @@ final class GeoRouter: Sendable {
     private let configuration: GeoConfigurationBox
     private let database: Mutex<GeoDatabase>
     private let rotation = Atomic<UInt64>(0)
-    private let stopped = Atomic<Bool>(false)
     /// The last file version refused, so that a broken file is reported once, not on every check.
     private let refusedVersion = Mutex<GeoDatabase.FileVersion?>(nil)
 
@@ -22,22 +21,14 @@ final class GeoRouter: Sendable {
         self.database = Mutex(try GeoDatabase(path: configuration.database))
     }
 
-    /// Starts the thread that watches the database file; it ends after `stop()`.
+    /// Has the plugin's one watcher thread check the database file for new versions.
     func startWatching() {
-        let interval = self.configuration.value.reloadCheckInterval
-        let thread = Thread { [weak self] in
-            while true {
-                Thread.sleep(forTimeInterval: interval)
-                guard let router = self, !router.stopped.load(ordering: .relaxed) else { return }
-                router.reloadIfChanged()
-            }
-        }
-        thread.name = "l4lb-geo-reload"
-        thread.start()
+        GeoWatcher.shared.add(self, interval: self.configuration.value.reloadCheckInterval)
     }
 
+    /// Stops the checks at once (the instance is being destroyed).
     func stop() {
-        self.stopped.store(true, ordering: .relaxed)
+        GeoWatcher.shared.remove(self)
     }
 
     /// Opens the new version of the file, if there is one; a broken new file is refused with a line

@@ -48,6 +48,7 @@ struct Runtime {
             )
         }
         let logger = Logger(label: "l4lb")
+        let shutdownSignals = ShutdownSignals()
 
         var pidFile: PIDFile?
         if let path = settings.operations.pidFile {
@@ -155,7 +156,8 @@ struct Runtime {
             "l4lb started",
             metadata: [
                 "policy": "\(router.policy.name)",
-                "backends": "\(router.pool.specs.map(\.description).joined(separator: " "))",
+                // A count: a pool of thousands listed on one line helps nobody (`l4lb ctl pool` lists it).
+                "backends": "\(router.pool.count)",
                 "pid": "\(getpid())",
             ]
         )
@@ -191,12 +193,15 @@ struct Runtime {
                         }
                     )
                 ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
+                // ShutdownSignals watches SIGTERM and SIGINT from before l4lb listens.
+                gracefulShutdownSignals: [],
                 cancellationSignals: [],
                 logger: logger
             )
         )
+        shutdownSignals.attach(serviceGroup)
         try await serviceGroup.run()
+        shutdownSignals.cancel()
         hangup.cancel()
         await admin?.stop()
         accessLog?.close()

@@ -14,4 +14,11 @@ public enum BackendResolver {
             throw L4LBError(.resolutionFailed, "cannot resolve '\(address.host)' for backend \(address): \(error)")
         }
     }
+
+    /// A listen address: `*` means every IPv4 address (0.0.0.0), for `--listen` and `--admin` alike;
+    /// `[::]:P` listens on IPv6 (and IPv4, where the system maps it).
+    public static func resolveListen(_ address: HostAndPort) throws(L4LBError) -> SocketAddress {
+        let host = address.host == "*" ? "0.0.0.0" : address.host
+        return try Self.resolve(HostAndPort(host: host, port: address.port))
+    }
 }

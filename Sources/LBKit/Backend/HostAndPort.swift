@@ -19,6 +19,11 @@ public struct HostAndPort: Hashable, Sendable, CustomStringConvertible {
         guard !text.isEmpty else {
             throw L4LBError(.invalidAddress, "empty address: expected host:port or [ipv6]:port")
         }
+        // A NUL would cut the name short in the resolver (127.0.0.1\0evil:80 would become
+        // 127.0.0.1:80), and other control characters have no place in an address.
+        guard !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw L4LBError(.invalidAddress, "invalid address: it contains control characters")
+        }
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {
@@ -47,7 +52,9 @@ public struct HostAndPort: Hashable, Sendable, CustomStringConvertible {
         guard !host.isEmpty else {
             throw L4LBError(.invalidAddress, "invalid address '\(text)': the host is empty")
         }
-        guard let port = Int(portText), port >= (allowPortZero ? 0 : 1), port <= 65_535 else {
+        guard portText.allSatisfy(\.isASCIIDigit), let port = Int(portText), port >= (allowPortZero ? 0 : 1),
+            port <= 65_535
+        else {
             let range = allowPortZero ? "0-65535" : "1-65535"
             throw L4LBError(.invalidAddress, "invalid address '\(text)': port '\(portText)' is not in \(range)")
         }

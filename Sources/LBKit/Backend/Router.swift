@@ -86,13 +86,21 @@ public final class Router: Sendable {
         }
         let pool = self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)
-            let backends = resolved.map { spec, socketAddress in
-                let previous = old.pool.backends.first { $0.address == spec.address }
+            // By address, so that a pool of n backends is rebuilt in O(n), not O(n^2).
+            var previous: [HostAndPort: Backend] = [:]
+            previous.reserveCapacity(old.pool.count)
+            for backend in old.pool.backends { previous[backend.address] = backend }
+            let backends = resolved.map { spec, socketAddress -> Backend in
+                let before = previous[spec.address]
+                if let before, before.spec == spec, before.socketAddress == socketAddress {
+                    // Unchanged: the same object, with nothing rebuilt.
+                    return before
+                }
                 return Backend(
                     spec: spec,
                     socketAddress: socketAddress,
-                    counters: previous?.counters ?? BackendCounters(),
-                    health: previous?.health ?? BackendHealthStatus()
+                    counters: before?.counters ?? BackendCounters(),
+                    health: before?.health ?? BackendHealthStatus()
                 )
             }
             let pool = BackendPool(

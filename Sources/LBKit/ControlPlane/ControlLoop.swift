@@ -59,6 +59,11 @@ final class ControlLoop: @unchecked Sendable {
                     timeout: self.configuration.commandTimeout
                 )
                 try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
+                // Messages published from now on wait in the subscriber's buffer while the keys are
+                // read; applying them afterwards is safe because every change is idempotent.
+                try self.synchronize(commands)
+                // Only now, with commands answered: a server that accepts connections but does not
+                // answer (SIGSTOPped) is not "connected".
                 self.logger.info(
                     self.state == .disconnected ? "reconnected to Redis" : "connected to Redis",
                     metadata: ["redis": "\(self.configuration.endpoint)"]
@@ -66,14 +71,16 @@ final class ControlLoop: @unchecked Sendable {
                 self.state = .connected
                 self.statistics.recordConnected()
                 delay = self.configuration.initialReconnectDelay
-                // Messages published from now on wait in the subscriber's buffer while the keys are
-                // read; applying them afterwards is safe because every change is idempotent.
-                try self.synchronize(commands)
                 firstSyncDone()
                 self.nextStatusReport = .uptimeNanoseconds(0)
                 while !shouldStop() {
                     if let reply = try subscriber.nextReply(waitingUpTo: 100) {
-                        try self.handle(reply, commands: commands)
+                        // Whatever else has arrived is applied with it: one pool change per burst.
+                        var batch = [reply]
+                        while batch.count < Self.maximumBatch, let more = try subscriber.nextReply(waitingUpTo: 0) {
+                            batch.append(more)
+                        }
+                        try self.handle(batch, commands: commands)
                     }
                     try self.sendOutbox(commands)
                 }
@@ -194,10 +201,7 @@ final class ControlLoop: @unchecked Sendable {
             guard specs != self.router.pool.specs else { return }
             try self.router.setPool(specs)
             self.statistics.recordApplied()
-            self.logger.info(
-                "pool from Redis",
-                metadata: ["backends": "\(specs.map(\.description).joined(separator: " "))"]
-            )
+            self.logger.info("pool from Redis", metadata: ["backends": "\(specs.count)"])
         } catch {
             guard text != self.refusedPoolValue else { return }
             self.refusedPoolValue = text
@@ -207,77 +211,97 @@ final class ControlLoop: @unchecked Sendable {
 
     // MARK: Messages
 
-    private func handle(_ reply: RedisReply, commands: RedisConnection) throws {
-        // Pub/sub pushes arrive as ["message", channel, payload]; subscribe confirmations are ignored.
-        guard case .array(let parts) = reply, parts.count == 3, parts[0].text == "message",
-            let channelName = parts[1].text, let payload = parts[2].text
-        else { return }
-        guard let channel = self.names.controlChannel(named: channelName) else { return }
-        let message: ControlMessage
-        do {
-            message = try ControlMessage(channel: channel, payload: payload)
-        } catch {
-            self.refuse(what: "message on \(channelName)", payload: payload, reason: error.message)
-            return
+    /// Messages applied together at most; a larger burst is applied in several steps.
+    private static let maximumBatch = 4096
+
+    /// Applies a burst of messages in order: policy messages one by one, pool messages as one pool
+    /// change and one update of the key.
+    private func handle(_ replies: [RedisReply], commands: RedisConnection) throws {
+        var editor = PoolEditor(self.router.pool.specs)
+        var keyUpdates: [String] = []
+        var changed = false
+        for reply in replies {
+            // Pub/sub pushes arrive as ["message", channel, payload]; subscribe confirmations are ignored.
+            guard case .array(let parts) = reply, parts.count == 3, parts[0].text == "message",
+                let channelName = parts[1].text, let payload = parts[2].text,
+                let channel = self.names.controlChannel(named: channelName)
+            else { continue }
+            let message: ControlMessage
+            do {
+                message = try ControlMessage(channel: channel, payload: payload)
+                if case .addServer(let spec) = message {
+                    // Resolved now, so that a name that does not resolve refuses this message alone.
+                    _ = try BackendResolver.resolve(spec.address)
+                }
+            } catch {
+                self.refuse(what: "message on \(channelName)", payload: payload, reason: error.message)
+                continue
+            }
+            switch message {
+            case .setPolicy(let spec):
+                try self.apply(policy: spec, channel: channelName, commands: commands)
+            case .addServer(let spec):
+                keyUpdates += ["add", spec.address.description, PoolDocument.encodeEntry(spec)]
+                let change = editor.apply(message)
+                changed = self.log(change, backends: editor.count) || changed
+            case .removeServer(let address):
+                keyUpdates += ["remove", address.description, ""]
+                let change = editor.apply(message)
+                changed = self.log(change, backends: editor.count) || changed
+            }
         }
-        switch message {
-        case .setPolicy(let spec):
-            try self.apply(policy: spec, channel: channelName, commands: commands)
-        case .addServer, .removeServer:
-            try self.apply(poolChange: message, channel: channelName, payload: payload, commands: commands)
+        if changed {
+            do {
+                try self.router.setPool(editor.specs)
+                self.statistics.recordApplied()
+            } catch {
+                self.refuse(what: "pool change", payload: "\(keyUpdates.count / 3) messages", reason: error.message)
+            }
+        }
+        guard !keyUpdates.isEmpty else { return }
+        // Written even when nothing changed here: the key may not have caught up yet.
+        let reply = try commands.command(
+            [
+                "EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey,
+                PoolDocument.encode(self.router.pool.specs),
+            ]
+                + keyUpdates
+        )
+        if case .error(let error) = reply {
+            self.logger.warning("could not update \(self.names.serverPoolKey)", metadata: ["error": "\(error)"])
         }
     }
 
-    private func apply(policy spec: PolicySpec, channel: String, commands: RedisConnection) throws {
-        let policy: any LoadBalancingPolicy
-        do {
-            policy = try self.policies.makePolicy(spec)
-        } catch {
-            self.refuse(what: "message on \(channel)", payload: spec.description, reason: error.message)
-            return
+    /// Logs one change as the change, with the pool's size after it; true if there was one.
+    private func log(_ change: PoolEditor.Change?, backends: Int) -> Bool {
+        guard let change else { return false }
+        let what: String
+        switch change {
+        case .added(let spec): what = "added \(spec)"
+        case .updated(let spec): what = "updated \(spec)"
+        case .removed(let address): what = "removed \(address)"
         }
+        self.logger.info("pool change: \(what)", metadata: ["backends": "\(backends)"])
+        return true
+    }
+
+    private func apply(policy spec: PolicySpec, channel: String, commands: RedisConnection) throws {
+        // Compared before anything is built: the spec in force again must cost nothing (building a
+        // plugin instance opens files and may start work; a flood of repeats must not).
         if spec != self.policy {
+            let policy: any LoadBalancingPolicy
+            do {
+                policy = try self.policies.makePolicy(spec)
+            } catch {
+                self.refuse(what: "message on \(channel)", payload: spec.description, reason: error.message)
+                return
+            }
             self.router.setPolicy(policy)
             self.policy = spec
             self.statistics.recordApplied()
             self.logger.info("policy set", metadata: ["policy": "\(spec)"])
         }
         try commands.command(["SET", self.names.policyKey, spec.description])
-    }
-
-    private func apply(
-        poolChange message: ControlMessage,
-        channel: String,
-        payload: String,
-        commands: RedisConnection
-    ) throws {
-        if let specs = message.applied(to: self.router.pool.specs) {
-            do {
-                try self.router.setPool(specs)
-            } catch {
-                self.refuse(what: "message on \(channel)", payload: payload, reason: error.message)
-                return
-            }
-            self.statistics.recordApplied()
-            self.logger.info(
-                "\(message)",
-                metadata: ["backends": "\(specs.map(\.description).joined(separator: " "))"]
-            )
-        }
-        // Written even when the change was a no-op here: the key may not have caught up yet.
-        let (operation, address, entry): (String, HostAndPort, String)
-        switch message {
-        case .addServer(let spec): (operation, address, entry) = ("add", spec.address, PoolDocument.encodeEntry(spec))
-        case .removeServer(let removed): (operation, address, entry) = ("remove", removed, "")
-        case .setPolicy: return
-        }
-        let reply = try commands.command([
-            "EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey,
-            operation, address.description, entry, PoolDocument.encode(self.router.pool.specs),
-        ])
-        if case .error(let error) = reply {
-            self.logger.warning("could not update \(self.names.serverPoolKey)", metadata: ["error": "\(error)"])
-        }
     }
 
     private func refuse(what: String, payload: String, reason: String) {

@@ -49,20 +49,8 @@ public enum ControlMessage: Hashable, Sendable, CustomStringConvertible {
     /// already there with the same attributes, a remove of one that is absent, a policy change).
     /// An add of a present backend with other attributes updates it in place.
     public func applied(to pool: [BackendSpec]) -> [BackendSpec]? {
-        switch self {
-        case .addServer(let spec):
-            if let index = pool.firstIndex(where: { $0.address == spec.address }) {
-                guard pool[index] != spec else { return nil }
-                var updated = pool
-                updated[index] = spec
-                return updated
-            }
-            return pool + [spec]
-        case .removeServer(let address):
-            guard pool.contains(where: { $0.address == address }) else { return nil }
-            return pool.filter { $0.address != address }
-        case .setPolicy:
-            return nil
-        }
+        var editor = PoolEditor(pool)
+        return editor.apply(self) == nil ? nil : editor.specs
     }
+
 }

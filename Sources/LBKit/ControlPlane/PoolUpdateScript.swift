@@ -1,15 +1,16 @@
-/// The Lua script that applies one add or remove to the `serverPool` key inside Redis, atomically.
+/// The Lua script that applies a run of adds and removes to the `serverPool` key inside Redis,
+/// atomically, in one read and one write of the key however many changes the run holds.
 ///
-/// Every instance that receives a message runs it. Because it is an upsert or a delete by address
-/// on whatever the key holds at that moment, running it twice changes nothing, and the last message
-/// about an address decides its presence, whichever instance runs last: instances converge, and
-/// the key never holds an address twice.
+/// Every instance that receives a message runs it. Because each change is an upsert or a delete by
+/// address on whatever the key holds at that moment, running it twice changes nothing, and the last
+/// message about an address decides its presence, whichever instance runs last: instances converge,
+/// and the key never holds an address twice.
 ///
-/// KEYS[1] the pool key. ARGV[1] "add" or "remove"; ARGV[2] the address; ARGV[3] the entry as JSON
-/// (for add); ARGV[4] the instance's whole pool as JSON, written when the key is missing, is not a
-/// JSON array, or holds an entry that is plainly not a backend (so a broken key is repaired by the
-/// next change instead of blocking every change). The entry check here is coarse (shape and port);
-/// l4lb validates every entry fully whenever it reads the key.
+/// KEYS[1] the pool key. ARGV[1] the instance's whole pool as JSON, written when the key is missing,
+/// is not a JSON array, or holds an entry that is plainly not a backend (so a broken key is repaired
+/// by the next change instead of blocking every change). Then, for each change, three arguments:
+/// "add" or "remove", the address, and the entry as JSON (for add; empty for remove). The entry check
+/// here is coarse (shape and port); l4lb validates every entry fully whenever it reads the key.
 enum PoolUpdateScript {
     static let source = """
         local function address_of(entry)
@@ -35,25 +36,41 @@ enum PoolUpdateScript {
           end
         end
         if not valid then
-          redis.call('SET', KEYS[1], ARGV[4])
+          redis.call('SET', KEYS[1], ARGV[1])
           return 'replaced'
         end
-        local out, found = {}, false
+        local out, at = {}, {}
         for _, entry in ipairs(pool) do
-          if address_of(entry) == ARGV[2] then
-            if ARGV[1] == 'add' and not found then
-              table.insert(out, cjson.decode(ARGV[3]))
-              found = true
-            end
-          else
+          local address = address_of(entry)
+          if at[address] == nil then
             table.insert(out, entry)
+            at[address] = #out
           end
         end
-        if ARGV[1] == 'add' and not found then table.insert(out, cjson.decode(ARGV[3])) end
-        if #out == 0 then
+        for i = 2, #ARGV, 3 do
+          local operation, address = ARGV[i], ARGV[i + 1]
+          local position = at[address]
+          if operation == 'add' then
+            local entry = cjson.decode(ARGV[i + 2])
+            if position then
+              out[position] = entry
+            else
+              table.insert(out, entry)
+              at[address] = #out
+            end
+          elseif position then
+            out[position] = false
+            at[address] = nil
+          end
+        end
+        local kept = {}
+        for _, entry in ipairs(out) do
+          if entry then table.insert(kept, entry) end
+        end
+        if #kept == 0 then
           redis.call('SET', KEYS[1], '[]')
         else
-          redis.call('SET', KEYS[1], cjson.encode(out))
+          redis.call('SET', KEYS[1], cjson.encode(kept))
         end
         return 'updated'
         """

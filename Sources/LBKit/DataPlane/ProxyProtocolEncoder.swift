@@ -15,6 +15,15 @@ public enum ProxyProtocolEncoder {
         if client.family != localAddress.family, client.family == .ipv4, let mapped = Self.unmapped(localAddress) {
             localAddress = mapped
         }
+        // An IPv6 client (from a PROXY header) that reached an IPv4 listener: the local address as
+        // IPv4-mapped IPv6, so the header is TCP6 and keeps the client's address.
+        if client.family == .ipv6, localAddress.family == .ipv4 {
+            localAddress = ClientAddress(
+                family: .ipv6,
+                bytes: [UInt8](repeating: 0, count: 10) + [0xFF, 0xFF] + localAddress.bytes,
+                port: localAddress.port
+            )
+        }
         let known = client.family != .unspecified && client.family == localAddress.family
         switch version {
         case .v1:

@@ -55,13 +55,13 @@ public enum ProxyProtocolHeader {
         case "TCP4", "TCP6":
             guard fields.count == 6 else { return .invalid("PROXY v1 line needs 6 fields, has \(fields.count)") }
             let isV4 = fields[1] == "TCP4"
-            guard let port = UInt16(fields[4]), fields[4].first != "0" || fields[4] == "0",
+            guard let port = Self.v1Port(fields[4]),
                 let address = try? SocketAddress(ipAddress: String(fields[2]), port: Int(port))
             else {
                 return .invalid("PROXY v1 source '\(fields[2]) \(fields[4])' is not an address and port")
             }
             guard (isV4 && address.protocol == .inet) || (!isV4 && address.protocol == .inet6),
-                (try? SocketAddress(ipAddress: String(fields[3]), port: 0)) != nil, UInt16(fields[5]) != nil
+                (try? SocketAddress(ipAddress: String(fields[3]), port: 0)) != nil, Self.v1Port(fields[5]) != nil
             else {
                 return .invalid("PROXY v1 addresses do not match \(fields[1])")
             }
@@ -69,6 +69,13 @@ public enum ProxyProtocolHeader {
         default:
             return .invalid("PROXY v1 protocol '\(fields[1].prefix(16))' is not TCP4, TCP6 or UNKNOWN")
         }
+    }
+
+    /// A v1 port: decimal digits only, no sign and no leading zero (the spec's form), at most 65535.
+    private static func v1Port(_ text: Substring) -> UInt16? {
+        guard !text.isEmpty, text.count <= 5, text.allSatisfy(\.isASCIIDigit), text == "0" || text.first != "0"
+        else { return nil }
+        return UInt16(text)
     }
 
     private static func parseV2(_ bytes: ByteBufferView) -> Verdict {

@@ -86,7 +86,7 @@ public final class ProxyServer: Sendable {
             for address in self.configuration.listen {
                 let wildcard = address.host == "*" || address.host == "0.0.0.0" || address.host == "::"
                 do {
-                    let target = RawSocketAddress(try Self.listenSocketAddress(address))
+                    let target = RawSocketAddress(try BackendResolver.resolveListen(address))
                     let (fd, local) = try SocketCalls.listen(
                         on: target,
                         backlog: Int32(clamping: self.configuration.backlog)
@@ -118,9 +118,13 @@ public final class ProxyServer: Sendable {
         return addresses
     }
 
-    /// Stops accepting new clients; open connections go on.
+    /// Stops accepting new clients, and returns once the listening sockets are closed (a client
+    /// connecting then is refused); open connections go on.
     public func stopAccepting() async {
-        for loop in self.loops.withLockedValue({ $0 }) { loop.post(.stopAccepting) }
+        let loops = self.loops.withLockedValue { $0 }
+        guard !loops.isEmpty else { return }
+        for loop in loops { loop.post(.stopAccepting) }
+        await self.shared.waitUntilListenersClosed()
     }
 
     /// Waits until every client connection has closed or `timeout` has passed; returns how many are
@@ -149,10 +153,5 @@ public final class ProxyServer: Sendable {
         if self.ownsGroup {
             try? await self.group.shutdownGracefully()
         }
-    }
-
-    private static func listenSocketAddress(_ address: HostAndPort) throws(L4LBError) -> SocketAddress {
-        let host = address.host == "*" ? "0.0.0.0" : address.host
-        return try BackendResolver.resolve(HostAndPort(host: host, port: address.port))
     }
 }

@@ -395,15 +395,6 @@ extension RelayLoop {
         case .close(let given): (reason, abort) = (given, false)
         case .abort(let given): (reason, abort) = (given, true)
         }
-        let clientFD = self.slots[slot].clientFD
-        let backendFD = self.slots[slot].backendFD
-        if abort {
-            SocketCalls.closeWithReset(clientFD)
-            if backendFD >= 0 { SocketCalls.closeWithReset(backendFD) }
-        } else {
-            close(clientFD)
-            if backendFD >= 0 { close(backendFD) }
-        }
         let connected = reason != .noBackend && reason != .localError
         if let backend = self.slots[slot].backend {
             backend.counters.connectionEnded()
@@ -439,6 +430,17 @@ extension RelayLoop {
                     retries: max(0, self.slots[slot].backendsTried - 1)
                 )
             )
+        }
+        // Closed after the accounting and the access-log line, so that both exist by the time a
+        // peer sees the connection end.
+        let clientFD = self.slots[slot].clientFD
+        let backendFD = self.slots[slot].backendFD
+        if abort {
+            SocketCalls.closeWithReset(clientFD)
+            if backendFD >= 0 { SocketCalls.closeWithReset(backendFD) }
+        } else {
+            close(clientFD)
+            if backendFD >= 0 { close(backendFD) }
         }
         self.slots[slot].toBackend.release()
         self.slots[slot].toClient.release()

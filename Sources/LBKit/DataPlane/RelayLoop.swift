@@ -307,6 +307,7 @@ extension RelayLoop {
         for index in self.listeners.indices { self.listeners[index].fd = -1 }
         if self.shared.loopStoppedAccepting() {
             for fd in descriptors where fd >= 0 { close(fd) }
+            self.shared.listenersClosed()
         }
     }
 

@@ -101,9 +101,35 @@ final class RelayShared: Sendable {
         self.loopsAccepting.store(loops, ordering: .relaxed)
     }
 
-    /// A loop stopped watching the listening sockets; true for the last one, which closes them.
+    /// A loop stopped watching the listening sockets; true for the last one, which closes them and
+    /// then calls `listenersClosed`.
     func loopStoppedAccepting() -> Bool {
         self.loopsAccepting.wrappingDecrementThenLoad(ordering: .acquiringAndReleasing) == 0
+    }
+
+    private let closedListeners = NIOLockedValueBox<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>(
+        (false, [])
+    )
+
+    /// The listening sockets are closed: a client connecting now is refused by the kernel.
+    func listenersClosed() {
+        let waiters = self.closedListeners.withLockedValue { state in
+            state.closed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once the listening sockets are closed.
+    func waitUntilListenersClosed() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let closed = self.closedListeners.withLockedValue { state -> Bool in
+                if !state.closed { state.waiters.append(continuation) }
+                return state.closed
+            }
+            if closed { continuation.resume() }
+        }
     }
 
     func countAccepted() {

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import NIOCore
@@ -30,6 +31,11 @@ public final class AdminServer: Sendable {
         self.channel = channel
     }
 
+    /// Admin connections open at once; more are closed at accept.
+    static let maximumConnections = 64
+    /// An admin connection with no byte either way for this long is closed.
+    static let idleTimeout = TimeAmount.seconds(30)
+
     /// Binds `address` on `group`; throws a one-line error if it cannot.
     public static func start(
         at address: HostAndPort,
@@ -38,12 +44,32 @@ public final class AdminServer: Sendable {
         logger: Logger
     ) async throws -> AdminServer {
         let channel: Channel
+        let open = ManagedAtomic<Int>(0)
+        let refusals = RateLimitedLog()
         do {
-            let socketAddress = try BackendResolver.resolve(address)
+            let socketAddress = try BackendResolver.resolveListen(address)
             channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                // Responses leave only as fast as the client reads them (see AdminHandler).
+                .childChannelOption(
+                    .writeBufferWaterMark,
+                    value: .init(low: 32 * 1024, high: 256 * 1024)
+                )
                 .childChannelInitializer { child in
-                    child.eventLoop.makeCompletedFuture {
+                    // A bounded number of admin connections: scrapers and browsers, not a crowd.
+                    if open.wrappingIncrementThenLoad(ordering: .relaxed) > Self.maximumConnections {
+                        open.wrappingDecrement(ordering: .relaxed)
+                        refusals.warning(
+                            logger,
+                            "admin endpoint: refusing a connection, \(Self.maximumConnections) are open"
+                        )
+                        return child.close()
+                    }
+                    child.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
+                    return child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.addHandler(
+                            IdleStateHandler(allTimeout: Self.idleTimeout)
+                        )
                         try child.pipeline.syncOperations.configureHTTPServerPipeline()
                         try child.pipeline.syncOperations.addHandler(AdminHandler(endpoints: endpoints))
                     }
@@ -67,12 +93,18 @@ public final class AdminServer: Sendable {
 }
 
 /// Answers one request per call; GET (and HEAD) only.
-private final class AdminHandler: ChannelInboundHandler {
+///
+/// Back-pressure: while the channel is not writable (responses pile up unread, as with a client
+/// that pipelines requests and never reads), it stops reading, so the next request waits in the
+/// kernel instead of its response in l4lb's memory.
+private final class AdminHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let endpoints: AdminServer.Endpoints
     private var request: HTTPRequestHead?
+    private var readHeld = false
 
     init(endpoints: AdminServer.Endpoints) {
         self.endpoints = endpoints
@@ -132,6 +164,30 @@ private final class AdminHandler: ChannelInboundHandler {
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            self.readHeld = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, self.readHeld {
+            self.readHeld = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -78,9 +78,13 @@ public struct LineLogHandler: LogHandler {
         let time = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
         switch self.format {
         case .text:
-            let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            // Every value may carry outside bytes (a Redis payload, a plugin's text): escaped, so that
+            // a newline cannot forge a second log line.
+            let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.escaped("\($0.value)"))" }
+                .joined(separator: " ")
             self.output.write(
-                "\(time) \(event.level) \(self.label): \(event.message)\(fields.isEmpty ? "" : " " + fields)"
+                "\(time) \(event.level) \(self.label): \(Self.escaped("\(event.message)"))"
+                    + (fields.isEmpty ? "" : " " + fields)
             )
         case .json:
             var object: [String: String] = ["time": time, "level": "\(event.level)", "message": "\(event.message)"]
@@ -88,5 +92,25 @@ public struct LineLogHandler: LogHandler {
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
             self.output.write(String(decoding: data, as: UTF8.self))
         }
+    }
+
+    /// `text` with control characters written as escapes (\n, \r, \t, \u{1b}...), backslashes doubled.
+    static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\\" }) else {
+            return text
+        }
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case "\\": result += "\\\\"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                result += "\\u{\(String(scalar.value, radix: 16))}"
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 }

@@ -10,6 +10,8 @@ import Glibc
 final class L4LBProcess: Sendable {
     private let process: Process
     private let output = NIOLockedValueBox<String>("")
+    /// Set when the reader has seen the end of the output (the process and any daemon it made are gone).
+    private let outputEnded = NIOLockedValueBox(false)
     private let pidFile: String
 
     /// The built `l4lb` next to the test bundle (both are products of the same `swift build`).
@@ -53,6 +55,7 @@ final class L4LBProcess: Sendable {
         // closed, and crashed the whole test process (in _dispatch_event_loop_drain, about one run
         // in twenty) once the number was reused.
         let output = self.output
+        let outputEnded = self.outputEnded
         let reader = pipe.fileHandleForReading
         let thread = Thread {
             while true {
@@ -61,6 +64,7 @@ final class L4LBProcess: Sendable {
                 output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
             }
             try? reader.close()
+            outputEnded.withLockedValue { $0 = true }
         }
         thread.name = "l4lb-test-output"
         thread.start()
@@ -91,6 +95,9 @@ final class L4LBProcess: Sendable {
     func waitForExit(timeoutSeconds: Double) async -> Int32? {
         guard await eventually(timeoutSeconds: timeoutSeconds, { !self.process.isRunning }) else { return nil }
         self.process.waitUntilExit()
+        // What it printed last may still be in the pipe: read to its end (bounded: a daemon child
+        // keeps the pipe open, and the caller then reads what has come so far).
+        _ = await eventually(timeoutSeconds: 2) { self.outputEnded.withLockedValue { $0 } }
         return self.process.terminationStatus
     }
 

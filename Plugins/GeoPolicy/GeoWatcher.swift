@@ -1,0 +1,84 @@
+import Foundation
+import Synchronization
+
+/// One thread for the whole plugin that checks each geo instance's database file for a new version,
+/// each at its own interval. Instances come and go with every `setPolicy`; a thread per instance,
+/// asleep for up to an hour before it looked at its stop flag, let a publisher of `setPolicy`
+/// messages exhaust the machine's threads. Removing an instance takes effect at once.
+final class GeoWatcher: Sendable {
+    static let shared = GeoWatcher()
+
+    private struct Watched {
+        weak var router: GeoRouter?
+        var interval: TimeInterval
+        var due: Date
+    }
+
+    private let state = Mutex<(watched: [ObjectIdentifier: Watched], running: Bool)>(([:], false))
+    /// Wakes the thread early: an instance was added (its check may be due sooner than the thread's
+    /// sleep) or removed.
+    private let wake = NSCondition()
+
+    /// Checks `router`'s file every `interval` seconds until `remove`.
+    func add(_ router: GeoRouter, interval: TimeInterval) {
+        let start = self.state.withLock { state -> Bool in
+            state.watched[ObjectIdentifier(router)] = Watched(
+                router: router,
+                interval: interval,
+                due: Date().addingTimeInterval(interval)
+            )
+            defer { state.running = true }
+            return !state.running
+        }
+        if start {
+            let thread = Thread { [self] in self.run() }
+            thread.name = "l4lb-geo-reload"
+            thread.start()
+        }
+        self.signal()
+    }
+
+    func remove(_ router: GeoRouter) {
+        self.state.withLock { _ = $0.watched.removeValue(forKey: ObjectIdentifier(router)) }
+        self.signal()
+    }
+
+    /// Instances watched now (for tests).
+    var count: Int { self.state.withLock { $0.watched.count } }
+
+    private func signal() {
+        self.wake.lock()
+        self.wake.signal()
+        self.wake.unlock()
+    }
+
+    private func run() {
+        while true {
+            let now = Date()
+            var due: [GeoRouter] = []
+            let next = self.state.withLock { state -> Date? in
+                for (key, var entry) in state.watched {
+                    guard let router = entry.router else {
+                        state.watched[key] = nil
+                        continue
+                    }
+                    if entry.due <= now {
+                        due.append(router)
+                        entry.due = now.addingTimeInterval(entry.interval)
+                        state.watched[key] = entry
+                    }
+                }
+                return state.watched.values.map(\.due).min()
+            }
+            for router in due { router.reloadIfChanged() }
+            due = []
+            self.wake.lock()
+            if let next {
+                _ = self.wake.wait(until: next)
+            } else {
+                self.wake.wait()
+            }
+            self.wake.unlock()
+        }
+    }
+}
