@@ -62,6 +62,41 @@ struct PluginTests {
         #expect(Set(catalog.plugins.map(\.name)) == ["fixture-create-fails", "fixture-bad-index"])
     }
 
+    @Test("a symlink into a world-writable directory, or a file owned by another user, is refused before dlopen")
+    func symlinkAndOwnerChecks() throws {
+        let safe = try PluginFixtures.makeDirectory()
+        let open = try PluginFixtures.makeDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: safe)
+            try? FileManager.default.removeItem(atPath: open)
+        }
+        // The link sits in a safe directory; the file it points to does not.
+        try FileManager.default.copyItem(
+            atPath: PluginFixtures.library("l4lb-policy-source-hash"),
+            toPath: "\(open)/real.so"
+        )
+        chmod(open, 0o777)
+        #expect(symlink("\(open)/real.so", "\(safe)/linked.so") == 0)
+        // A file of another user's (the tests run as root, which may give one away).
+        try FileManager.default.copyItem(
+            atPath: PluginFixtures.library("l4lb-policy-source-hash"),
+            toPath: "\(safe)/foreign.so"
+        )
+        try #require(chown("\(safe)/foreign.so", 65_534, 65_534) == 0, "chown needs root")
+        do {
+            _ = try PluginLibrary.load(path: "\(safe)/linked.so")
+            Issue.record("a plugin reached through a symlink into a world-writable directory loaded")
+        } catch {
+            #expect(error.message.contains("its directory \(open) is writable by users other than its owner"))
+        }
+        do {
+            _ = try PluginLibrary.load(path: "\(safe)/foreign.so")
+            Issue.record("a plugin owned by another user loaded")
+        } catch {
+            #expect(error.message.contains("owned by another user (uid 65534)"))
+        }
+    }
+
     @Test("a plugin directory writable by others is refused as a whole")
     func unsafeDirectory() throws {
         let directory = try PluginFixtures.makeDirectory()

@@ -185,6 +185,17 @@ struct RelayMachineTests {
         #expect(draining.handle(.closeRequested) == Actions(end: .close(.closedByL4LB)))
     }
 
+    @Test("a connection timed out with bytes stuck toward a side is reset, not closed with a FIN")
+    func stuckConnectionsAreReset() {
+        var idle = self.relaying()
+        _ = idle.handle(.writeBlocked(.backend))
+        #expect(idle.handle(.idleTimedOut) == Actions(end: .abort(.idleTimeout)))
+
+        var draining = self.relaying()
+        _ = draining.handle(.writeBlocked(.client))
+        #expect(draining.handle(.closeRequested) == Actions(end: .abort(.closedByL4LB)))
+    }
+
     @Test("out of descriptors is l4lb's own failure: the client is reset, health hears nothing")
     func localResources() {
         var machine = self.connecting()

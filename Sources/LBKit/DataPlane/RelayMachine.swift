@@ -165,6 +165,11 @@ struct RelayMachine: Sendable {
 
     var isClosed: Bool { self.phase == .closed }
 
+    /// Bytes wait for a side that is not taking them. Closing such a connection with a FIN would leave
+    /// the kernel holding the socket (and its unsent bytes) until its retries give up, and the peer
+    /// would never hear of it: it is reset instead.
+    private var stuck: Bool { self.queued.client || self.queued.backend }
+
     mutating func handle(_ event: Event) -> Actions {
         guard self.phase != .closed else { return .none }
         var actions = Actions()
@@ -219,9 +224,9 @@ struct RelayMachine: Sendable {
         case .failed(let side, let reset):
             self.failed(side, reset: reset, into: &actions)
         case .idleTimedOut:
-            self.end(.close(.idleTimeout), into: &actions)
+            self.end(self.stuck ? .abort(.idleTimeout) : .close(.idleTimeout), into: &actions)
         case .closeRequested:
-            self.end(.close(.closedByL4LB), into: &actions)
+            self.end(self.stuck ? .abort(.closedByL4LB) : .close(.closedByL4LB), into: &actions)
         }
         if actions.end == nil {
             self.settle(into: &actions)

@@ -31,8 +31,15 @@ public struct PluginLibrary: @unchecked Sendable {
     /// - Parameter host: what the plugin is given for logging; by default a log through the process's
     ///   logging system.
     public static func load(path: String, host: PluginHost? = nil) throws(L4LBError) -> PluginLibrary {
-        try Self.checkOwnership(path)
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+        // Checked before dlopen, never after: dlopen runs the library's constructors, so a refused
+        // file's code would already have run. The file is opened once and the descriptor checked and
+        // loaded, so the file cannot be swapped between the check and the load.
+        let fd = try Self.openChecked(path)
+        // The descriptor stays open for the life of the process, as the library stays loaded: its
+        // /proc/self/fd path is the library's name for the dynamic loader, which would hand back this
+        // library for a later dlopen of the same path if the number were reused.
+        guard let handle = dlopen("/proc/self/fd/\(fd)", RTLD_NOW | RTLD_LOCAL) else {
+            close(fd)
             let reason = dlerror().map { String(cString: $0) } ?? "dlopen failed"
             throw L4LBError(.invalidPlugin, "plugin \(path): not a loadable shared library: \(reason)")
         }
@@ -93,29 +100,62 @@ public struct PluginLibrary: @unchecked Sendable {
         )
     }
 
-    /// Refuses a file, or a directory holding it, that someone other than its owner can write: such a
-    /// plugin could be replaced with code that runs inside the load balancer.
-    static func checkOwnership(_ path: String) throws(L4LBError) {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
+    /// Opens `path` and refuses it unless the file it resolves to (symbolic links followed) is a
+    /// regular file owned by root or by l4lb's user that nobody else can write, in directories up to
+    /// the root of which the same holds (a world-writable directory with the sticky bit, like /tmp,
+    /// is allowed: nobody else can rename or replace what is in it). Otherwise someone else could put
+    /// code inside the load balancer. Returns the open descriptor.
+    static func openChecked(_ path: String) throws(L4LBError) -> Int32 {
+        guard let resolved = realpath(path, nil) else {
             throw L4LBError(.invalidPlugin, "plugin \(path): \(String(cString: strerror(errno)))")
         }
-        guard info.st_mode & S_IFMT == S_IFREG else {
-            throw L4LBError(.invalidPlugin, "plugin \(path): not a regular file")
+        let real = String(cString: resolved)
+        free(resolved)
+        let fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            throw L4LBError(.invalidPlugin, "plugin \(path): \(String(cString: strerror(errno)))")
         }
-        guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
-            throw L4LBError(.invalidPlugin, "plugin \(path): writable by users other than its owner")
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw L4LBError(.invalidPlugin, "plugin \(path): \(reason)")
         }
-        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        var directoryInfo = stat()
-        guard stat(directory.isEmpty ? "/" : directory, &directoryInfo) == 0 else {
-            throw L4LBError(.invalidPlugin, "plugin \(path): cannot inspect its directory")
+        let shown = real == path ? path : "\(path) (\(real))"
+        if let problem = Self.unsafeOwnership(info, isFile: true) {
+            close(fd)
+            throw L4LBError(.invalidPlugin, "plugin \(shown): \(problem)")
         }
-        guard directoryInfo.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
-            throw L4LBError(
-                .invalidPlugin,
-                "plugin \(path): its directory \(directory) is writable by users other than its owner"
-            )
+        var directory = real
+        while let slash = directory.lastIndex(of: "/") {
+            directory = slash == directory.startIndex ? "/" : String(directory[..<slash])
+            var directoryInfo = stat()
+            guard lstat(directory, &directoryInfo) == 0 else {
+                close(fd)
+                throw L4LBError(.invalidPlugin, "plugin \(shown): cannot inspect \(directory)")
+            }
+            if let problem = Self.unsafeOwnership(directoryInfo, isFile: false) {
+                close(fd)
+                throw L4LBError(.invalidPlugin, "plugin \(shown): its directory \(directory) is \(problem)")
+            }
+            if directory == "/" { break }
         }
+        return fd
+    }
+
+    /// Why a file or directory with `info` is not safe to load code from, or nil.
+    private static func unsafeOwnership(_ info: stat, isFile: Bool) -> String? {
+        let type = info.st_mode & S_IFMT
+        if isFile, type != S_IFREG { return "not a regular file" }
+        if !isFile, type != S_IFDIR { return "not a directory" }
+        if info.st_uid != 0, info.st_uid != geteuid() {
+            return "owned by another user (uid \(info.st_uid))"
+        }
+        let writableByOthers = info.st_mode & (S_IWGRP | S_IWOTH) != 0
+        let sticky = info.st_mode & S_ISVTX != 0
+        if writableByOthers, isFile || !sticky {
+            return "writable by users other than its owner"
+        }
+        return nil
     }
 }

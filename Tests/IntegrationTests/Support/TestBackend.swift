@@ -24,6 +24,9 @@ final class TestBackend: Sendable {
         /// Reads a PROXY protocol header and answers what it said: the raw v1 line, or for v2
         /// "v2 <client address:port>", then closes.
         case reportProxyHeader
+        /// On connect sends this many bytes, then resets the connection: a server that dies
+        /// halfway through a reply.
+        case sendThenReset(Int)
     }
 
     let name: String
@@ -57,7 +60,7 @@ final class TestBackend: Sendable {
         case .echo: name = "echo"
         case .stalled: name = "stalled"
         case .reportProxyHeader: name = "proxy-report"
-        case .resetOnAccept, .resetAfterReading: name = "reset"
+        case .resetOnAccept, .resetAfterReading, .sendThenReset: name = "reset"
         }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -150,6 +153,13 @@ private final class BackendHandler: ChannelInboundHandler {
         if case .greet(let name) = self.behavior {
             context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "\(name)\n")), promise: nil)
         }
+        if case .sendThenReset(let count) = self.behavior {
+            let bytes = ByteBuffer(repeating: 0x5A, count: count)
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
+                Self.reset(context: context)
+            }
+            return
+        }
         context.fireChannelActive()
     }
 
@@ -160,7 +170,7 @@ private final class BackendHandler: ChannelInboundHandler {
         switch self.behavior {
         case .greet, .echo:
             context.write(self.wrapOutboundOut(buffer), promise: nil)
-        case .answerAfterEOF, .stalled, .resetOnAccept:
+        case .answerAfterEOF, .stalled, .resetOnAccept, .sendThenReset:
             break
         case .resetAfterReading(let count):
             if self.received >= count { Self.reset(context: context) }
