@@ -200,6 +200,40 @@ struct HostileInputTests {
         }
     }
 
+    @Test("an ACL user's password from a file or an environment variable, never on the command line")
+    func redisPasswordOutOfArguments() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let admin = try redis.client()
+            _ = try admin.command(["ACL", "SETUSER", "l4lb", "on", ">s3cret", "~*", "&*", "+@all"])
+            let directory = try PluginFixtures.makeDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try "s3cret\n".write(toFile: "\(directory)/password", atomically: true, encoding: .utf8)
+            let url = "redis://l4lb@127.0.0.1:\(redis.port)"
+            let fromFile = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--redis", url, "--redis-password-file", "\(directory)/password",
+            ])
+            let fromEnvironment = try L4LBProcess(
+                arguments: ["--listen", "127.0.0.1:0", "--redis", url, "--redis-password-env", "L4LB_TEST_SECRET"],
+                environment: ["L4LB_TEST_SECRET": "s3cret"]
+            )
+            let wrong = try L4LBProcess(
+                arguments: ["--listen", "127.0.0.1:0", "--redis", url, "--redis-password-env", "L4LB_TEST_SECRET"],
+                environment: ["L4LB_TEST_SECRET": "wrong"]
+            )
+            r.onStop {
+                fromFile.kill()
+                fromEnvironment.kill()
+                wrong.kill()
+            }
+            #expect(await eventually(timeoutSeconds: 10) { fromFile.text.contains("connected to Redis") })
+            #expect(await eventually(timeoutSeconds: 10) { fromEnvironment.text.contains("connected to Redis") })
+            #expect(await eventually(timeoutSeconds: 10) { wrong.text.contains("refused AUTH") })
+            #expect(!wrong.text.contains("connected to Redis"))
+            #expect(![fromFile.text, fromEnvironment.text, wrong.text].contains { $0.contains("s3cret") })
+        }
+    }
+
     /// The thread count of a process, from /proc.
     static func threads(of pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }

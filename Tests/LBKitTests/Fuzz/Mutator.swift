@@ -1,0 +1,50 @@
+/// A seeded mutation fuzzer for the parsers that take outside bytes: each case starts from a
+/// corpus input and applies a few random edits (flip, insert, delete, duplicate a slice, splice in
+/// a token that parsers trip on). Deterministic: a failing case names its seed and iteration, and is
+/// then added to the corpus as a regression test.
+struct Mutator {
+    private var state: UInt64
+
+    init(seed: UInt64) { self.state = seed }
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func below(_ bound: Int) -> Int { Int(self.next() % UInt64(max(bound, 1))) }
+
+    /// Tokens that sit on parsers' edges: separators, signs, huge numbers, control characters,
+    /// UTF-8 that is not ASCII, JSON structure.
+    static let tokens: [[UInt8]] = [
+        ":", "[", "]", "{", "}", "\"", ",", "=", " ", "\r\n", "\n", "\0", "+", "-", "0", "65535", "65536",
+        "99999999999999999999", "-1", "1e309", "weight=", "region=", "\u{1b}", "é", "\u{FEFF}", "\\", "null",
+        "PROXY ", "TCP4", "TCP6", "UNKNOWN", "::", "::ffff:", "255.255.255.255",
+    ].map { Array($0.utf8) }
+
+    mutating func mutate(_ input: [UInt8]) -> [UInt8] {
+        var bytes = input
+        for _ in 0..<(1 + self.below(4)) {
+            switch self.below(6) {
+            case 0 where !bytes.isEmpty:
+                bytes[self.below(bytes.count)] ^= UInt8(truncatingIfNeeded: 1 << self.below(8))
+            case 1:
+                bytes.insert(UInt8(truncatingIfNeeded: self.next()), at: self.below(bytes.count + 1))
+            case 2 where !bytes.isEmpty:
+                bytes.remove(at: self.below(bytes.count))
+            case 3 where !bytes.isEmpty:
+                let start = self.below(bytes.count)
+                let end = min(bytes.count, start + 1 + self.below(16))
+                bytes.insert(contentsOf: bytes[start..<end], at: self.below(bytes.count + 1))
+            case 4:
+                bytes.insert(contentsOf: Self.tokens[self.below(Self.tokens.count)], at: self.below(bytes.count + 1))
+            default:
+                bytes = Array(bytes.prefix(self.below(bytes.count + 1)))
+            }
+        }
+        return bytes
+    }
+}
