@@ -75,9 +75,13 @@ final class ControlLoop: @unchecked Sendable {
                 self.nextStatusReport = .uptimeNanoseconds(0)
                 while !shouldStop() {
                     if let reply = try subscriber.nextReply(waitingUpTo: 100) {
-                        // Whatever else has arrived is applied with it: one pool change per burst.
+                        // What else arrives within a few milliseconds is applied with it: a burst
+                        // becomes one pool change, at the cost of at most `batchWindow` of delay.
                         var batch = [reply]
-                        while batch.count < Self.maximumBatch, let more = try subscriber.nextReply(waitingUpTo: 0) {
+                        let closes = NIODeadline.now() + Self.batchWindow
+                        while batch.count < Self.maximumBatch, NIODeadline.now() < closes,
+                            let more = try subscriber.nextReply(waitingUpTo: 2)
+                        {
                             batch.append(more)
                         }
                         try self.handle(batch, commands: commands)
@@ -213,6 +217,8 @@ final class ControlLoop: @unchecked Sendable {
 
     /// Messages applied together at most; a larger burst is applied in several steps.
     private static let maximumBatch = 4096
+    /// How long a burst is gathered after its first message (a pause of 2 ms ends it sooner).
+    private static let batchWindow = TimeAmount.milliseconds(50)
 
     /// Applies a burst of messages in order: policy messages one by one, pool messages as one pool
     /// change and one update of the key.
