@@ -11,20 +11,11 @@ final class BlackholeListener {
     private var fillers: [Int32] = []
 
     init() {
-        let listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (listenFD, port, bound) = listenOnLoopback(backlog: 0)
         self.listenFD = listenFD
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                bind(listenFD, pointer, length)
-                return getsockname(listenFD, pointer, &length)
-            }
-        }
-        listen(listenFD, 0)
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        self.port = port
+        var address = bound
+        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
         // Backlog 0 admits one finished handshake; a few non-blocking connects fill the queue for sure.
         for _ in 0..<3 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)

@@ -11,20 +11,7 @@ final class NonReadingListener {
     private var accepted: Int32 = -1
 
     init() {
-        let listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.listenFD = listenFD
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                bind(listenFD, pointer, length)
-                return getsockname(listenFD, pointer, &length)
-            }
-        }
-        listen(listenFD, 16)
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        (self.listenFD, self.port, _) = listenOnLoopback(backlog: 16)
     }
 
     deinit {
