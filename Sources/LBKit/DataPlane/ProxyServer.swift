@@ -8,8 +8,8 @@ import Glibc
 #endif
 
 /// The data plane: accepts clients on every listen address and relays each to a backend that the
-/// router's policy picks. `eventLoopThreads` relay threads (`RelayLoop`) share one listening socket
-/// per address; a client and its backend connection stay on the thread that accepted it.
+/// router's policy picks, on `eventLoopThreads` relay threads (`RelayLoop`); a client and its backend
+/// connection stay on the thread that accepted it.
 ///
 /// SwiftNIO is kept for what is not the relay: the health checker's probes run on an event loop of
 /// `group` (one thread made here if none is given), as does the admin endpoint.
@@ -83,19 +83,36 @@ public final class ProxyServer: Sendable {
                     try RelayLoop(name: "l4lb-relay-\(index)", shared: self.shared, configuration: self.configuration)
                 )
             }
+            // Without --max-connections every loop gets its own SO_REUSEPORT socket per address, and
+            // the kernel spreads clients evenly across threads. With it, all loops share one socket
+            // per address: one accept queue keeps waiting clients in arrival order, which the limit
+            // promises (with a queue per thread, a client that came later on another thread could
+            // be served first), at the cost of an even spread.
+            let shared = self.configuration.maxConnections != nil
             for address in self.configuration.listen {
                 let wildcard = address.host == "*" || address.host == "0.0.0.0" || address.host == "::"
                 do {
-                    let target = RawSocketAddress(try BackendResolver.resolveListen(address))
-                    let (fd, local) = try SocketCalls.listen(
-                        on: target,
-                        backlog: Int32(clamping: self.configuration.backlog)
-                    )
-                    listening.append(fd)
-                    for loop in loops {
-                        loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard))
+                    var target = RawSocketAddress(try BackendResolver.resolveListen(address))
+                    var bound: RawSocketAddress?
+                    for (index, loop) in loops.enumerated() where !shared || index == 0 {
+                        let (fd, local) = try SocketCalls.listen(
+                            on: target,
+                            backlog: Int32(clamping: self.configuration.backlog),
+                            reusePort: !shared
+                        )
+                        listening.append(fd)
+                        // Port 0: every other loop listens on the port the kernel gave the first.
+                        target = local
+                        bound = bound ?? local
+                        if shared {
+                            for each in loops {
+                                each.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: true))
+                            }
+                        } else {
+                            loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: false))
+                        }
                     }
-                    if let bound = local.socketAddress { addresses.append(bound) }
+                    if let socketAddress = bound?.socketAddress { addresses.append(socketAddress) }
                 } catch {
                     throw L4LBError(.bindFailed, "cannot listen on \(address): \(error.message)")
                 }

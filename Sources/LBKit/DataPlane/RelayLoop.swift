@@ -35,6 +35,9 @@ final class RelayLoop: @unchecked Sendable {
         var local: RawSocketAddress
         /// Bound to 0.0.0.0 or ::, so a client's local address must be asked for (PROXY headers only).
         var wildcard: Bool
+        /// One socket watched by every loop (closed by the last loop to stop), or this loop's own
+        /// SO_REUSEPORT socket (closed by this loop).
+        var shared: Bool
     }
 
     /// epoll tokens: a connection's is its slot, side and generation; these two are reserved.
@@ -99,10 +102,8 @@ final class RelayLoop: @unchecked Sendable {
 
     /// Adds a bound listening socket; before `start` only.
     ///
-    /// Every loop watches the same listening sockets, level-triggered and with EPOLLEXCLUSIVE (one
-    /// waiting loop is woken per new client, not all): one accept queue per address keeps clients in
-    /// arrival order, which `--max-connections` promises (a queue per thread, as SO_REUSEPORT gives,
-    /// would serve a client that came later on another thread first).
+    /// A shared listener is watched by every loop, level-triggered and with EPOLLEXCLUSIVE (one
+    /// waiting loop is woken per new client, not all); an own one by this loop alone.
     func adopt(listener: Listener) {
         self.listeners.append(listener)
         self.watch(listener: self.listeners.count - 1, true)
@@ -113,7 +114,8 @@ final class RelayLoop: @unchecked Sendable {
         guard fd >= 0 else { return }
         var event = epoll_event()
         // EPOLLEXCLUSIVE cannot be modified, only added and deleted.
-        l4lb_epoll_event_set(&event, EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue, Token.listener(index))
+        let exclusive = self.listeners[index].shared ? EPOLLEXCLUSIVE.rawValue : 0
+        l4lb_epoll_event_set(&event, EPOLLIN.rawValue | exclusive, Token.listener(index))
         epoll_ctl(self.epoll, watched ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &event)
     }
 
@@ -297,16 +299,17 @@ extension RelayLoop {
         }
     }
 
-    /// Stops watching the listening sockets; the last loop to stop closes them, so no loop ever
-    /// accepts on a closed (and perhaps reused) descriptor. The entries stay, for the local addresses
-    /// of open connections.
+    /// Stops watching the listening sockets and closes this loop's own; the last loop to stop
+    /// closes the shared ones, so no loop ever accepts on a closed (and perhaps reused) descriptor.
+    /// The entries stay, for the local addresses of open connections.
     private func closeListeners() {
         guard self.listeners.contains(where: { $0.fd >= 0 }) else { return }
         self.armListeners(false)
-        let descriptors = self.listeners.map(\.fd)
+        let shared = self.listeners.filter(\.shared).map(\.fd)
+        for listener in self.listeners where !listener.shared && listener.fd >= 0 { close(listener.fd) }
         for index in self.listeners.indices { self.listeners[index].fd = -1 }
         if self.shared.loopStoppedAccepting() {
-            for fd in descriptors where fd >= 0 { close(fd) }
+            for fd in shared where fd >= 0 { close(fd) }
             self.shared.listenersClosed()
         }
     }

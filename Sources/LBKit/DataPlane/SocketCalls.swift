@@ -99,15 +99,20 @@ enum SocketCalls {
 
     static let streamFlags = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
 
-    /// A non-blocking listening socket on `address`, shared by every relay loop.
+    /// A non-blocking listening socket on `address`. With `reusePort`, each relay loop has its own
+    /// on the same port and the kernel spreads new connections among them.
     static func listen(
         on address: RawSocketAddress,
-        backlog: Int32
+        backlog: Int32,
+        reusePort: Bool
     ) throws(L4LBError) -> (fd: Int32, bound: RawSocketAddress) {
         let fd = socket(address.family, Self.streamFlags, 0)
         guard fd >= 0 else { throw L4LBError(.bindFailed, Self.describe(errno)) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if reusePort {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         // Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per client.
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = address.withSockAddr { bind(fd, $0, $1) }
