@@ -8,6 +8,8 @@ let package = Package(
     products: [
         .executable(name: "l4lb", targets: ["l4lb"]),
         .library(name: "LBKit", targets: ["LBKit"]),
+        .library(name: "LBControlPlane", targets: ["LBControlPlane"]),
+        .library(name: "LBOperations", targets: ["LBOperations"]),
         .library(name: "Policies", targets: ["Policies"]),
         // Policy plugins, loaded by l4lb with dlopen. `swift build` builds them; `--product l4lb` does not.
         .library(name: "l4lb-policy-geo", type: .dynamic, targets: ["GeoPolicy"]),
@@ -42,20 +44,46 @@ let package = Package(
             name: "CHiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
-        // The proxy core: backends, the pool snapshot, the policy interface and the data plane.
+        // The proxy core: backends, the policy interface, plugins, the data plane, health and
+        // configuration. It links no Redis, no HTTP and no metrics library (ExternalPackageTests
+        // builds a package that depends on it alone, without hiredis's headers).
         .target(
             name: "LBKit",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                "CHiredis",
                 "CLBPolicy",
                 "CLinux",
+            ]
+        ),
+        // The control plane: the pool and the policy through Redis pub/sub and keys, with hiredis.
+        .target(
+            name: "LBControlPlane",
+            dependencies: [
+                "LBKit",
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // What operators watch: the admin HTTP endpoint, Prometheus metrics, the access log and the
+        // event log's format.
+        .target(
+            name: "LBOperations",
+            dependencies: [
+                "LBKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ]
         ),
         // Geo routing: maps client addresses to countries and continents with MaxMind databases.
@@ -104,11 +132,14 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        // The executable: argument parsing and wiring only.
+        // The executable: argument parsing, the daemon, the pid file, systemd, and the wiring
+        // (`buildApplication`), which the integration tests call too.
         .executableTarget(
             name: "l4lb",
             dependencies: [
                 "LBKit",
+                "LBControlPlane",
+                "LBOperations",
                 "Policies",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -117,9 +148,35 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // The seeded mutation fuzzer that the parser tests of every module share.
+        .target(
+            name: "FuzzSupport",
+            path: "Tests/FuzzSupport"
+        ),
         .testTarget(
             name: "LBKitTests",
-            dependencies: ["LBKit"]
+            dependencies: [
+                "LBKit",
+                "FuzzSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        // The control plane's decisions and the operations code, without Redis or a network:
+        // pure types and NIO's EmbeddedChannel.
+        .testTarget(
+            name: "LBControlPlaneTests",
+            dependencies: ["LBKit", "LBControlPlane", "FuzzSupport"]
+        ),
+        .testTarget(
+            name: "LBOperationsTests",
+            dependencies: [
+                "LBKit",
+                "LBOperations",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "PoliciesTests",
@@ -131,6 +188,8 @@ let package = Package(
             dependencies: [
                 "CLBPolicy",
                 "LBKit",
+                "LBControlPlane",
+                "LBOperations",
                 "Policies",
                 "l4lb",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LBControlPlane
 import LBKit
 
 /// `l4lb ctl`: the control messages without typing Redis commands. Each message is checked here

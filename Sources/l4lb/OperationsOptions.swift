@@ -1,5 +1,6 @@
 import ArgumentParser
 import LBKit
+import LBOperations
 
 /// The flags of running l4lb as a service: daemon mode, pid and log files, the admin endpoint, the
 /// access log, and PROXY protocol toward backends.

@@ -14,8 +14,14 @@ struct PluginOptions: ParsableArguments {
     var directories: [String] = []
 
     func makeCatalog() -> PluginCatalog {
+        Self.makeCatalog(directories: self.directories)
+    }
+
+    /// The catalog of `directories`, of l4lb's own plugins next to the executable, and of the
+    /// installed ones.
+    static func makeCatalog(directories: [String]) -> PluginCatalog {
         // Installed plugins live in PREFIX/lib/l4lb/plugins, beside PREFIX/bin/l4lb.
-        var directories = self.directories
+        var directories = directories
         if let executable = PluginCatalog.executableDirectory {
             let installed = ((executable as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
                 "lib/l4lb/plugins"
@@ -30,7 +36,7 @@ struct PluginOptions: ParsableArguments {
     }
 
     /// The built-in policies and the catalog's plugins; a plugin's bad picks fall back to round-robin.
-    func makeRegistry(catalog: PluginCatalog, logger: Logger) -> (PolicyRegistry, PluginFaults) {
+    static func makeRegistry(catalog: PluginCatalog, logger: Logger) -> (PolicyRegistry, PluginFaults) {
         let registry = BuiltinPolicies.makeRegistry()
         let faults = PluginFaults(logger: logger)
         catalog.register(in: registry, faults: faults) { RoundRobinPolicy() }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LBKit
+import LBOperations
 import Logging
 import NIOCore
 import Policies

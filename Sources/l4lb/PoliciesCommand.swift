@@ -16,7 +16,7 @@ struct PoliciesCommand: ParsableCommand {
         let catalog = self.plugins.makeCatalog()
         var logger = Logger(label: "l4lb")
         logger.logLevel = .critical
-        for name in self.plugins.makeRegistry(catalog: catalog, logger: logger).0.names {
+        for name in PluginOptions.makeRegistry(catalog: catalog, logger: logger).0.names {
             print(name)
         }
     }

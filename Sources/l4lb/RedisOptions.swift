@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LBControlPlane
 import LBKit
 
 /// `--redis` and `--redis-prefix`, shared by `l4lb run` and `l4lb ctl`.

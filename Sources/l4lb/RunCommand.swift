@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import LBControlPlane
 import LBKit
+import LBOperations
 import Logging
 import NIOCore
 import Policies
@@ -93,7 +95,11 @@ struct RunCommand: AsyncParsableCommand {
         if settings.operations.daemon && !Daemon.isChild {
             throw ExitCode(Daemon.detach())
         }
-        try await Runtime(command: resolved, settings: settings, configPath: self.config).run()
+        let configPath = self.config
+        let fallback = resolved
+        try await Runtime(settings: settings) { () throws(L4LBError) in
+            try Self.resolve(configPath: configPath, fallback: fallback).makeAllSettings()
+        }.run()
     }
 
     /// The flags in force and their checked settings, or the one-line reason they are refused.
@@ -130,6 +136,7 @@ struct RunCommand: AsyncParsableCommand {
         var logLevel: Logger.Level
         var controlPlane: ControlPlaneConfiguration?
         var operations: OperationsOptions.Settings
+        var pluginDirectories: [String]
     }
 
     func makeAllSettings() throws(L4LBError) -> Settings {
@@ -141,7 +148,8 @@ struct RunCommand: AsyncParsableCommand {
             policy: policy,
             logLevel: level,
             controlPlane: try self.redis.makeConfiguration(),
-            operations: operations
+            operations: operations,
+            pluginDirectories: self.plugins.directories
         )
     }
 

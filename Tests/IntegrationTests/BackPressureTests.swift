@@ -2,6 +2,8 @@ import Foundation
 import LBKit
 import Testing
 
+@testable import l4lb
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +16,7 @@ struct BackPressureTests {
     func stalledBackendBoundsBuffering() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.stalled)
-            let proxy = try await r.proxy(backends: [backend.spec])
+            let proxy = try await r.l4lb(backends: [backend.spec])
 
             let client = try BlockingClient(port: proxy.port)
             let total = 256 << 20

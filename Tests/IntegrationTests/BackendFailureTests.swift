@@ -2,6 +2,8 @@ import LBKit
 import NIOCore
 import Testing
 
+@testable import l4lb
+
 /// Backends that refuse or never answer: the client is retried elsewhere and never sees a failure.
 @Suite("Failed connects are retried")
 struct BackendFailureTests {
@@ -11,7 +13,7 @@ struct BackendFailureTests {
             let alive = try await r.greeters(["a", "b"])
             let reservation = PortReservation()
             let dead = reservation.spec
-            let proxy = try await r.proxy(backends: [alive[0].spec, dead, alive[1].spec])
+            let proxy = try await r.l4lb(backends: [alive[0].spec, dead, alive[1].spec])
 
             var counts: [String: Int] = [:]
             for _ in 0..<30 {
@@ -34,7 +36,7 @@ struct BackendFailureTests {
             let alive = try await r.backend(.greet("a"))
             let blackhole = BlackholeListener()
             let silent = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port))
-            let proxy = try await r.proxy(backends: [silent, alive.spec]) { $0.connectTimeout = .milliseconds(200) }
+            let proxy = try await r.l4lb(backends: [silent, alive.spec], ["--connect-timeout", "200ms"])
 
             for _ in 0..<4 {
                 #expect(try BlockingClient.greeting(port: proxy.port) == "a")
@@ -50,7 +52,7 @@ struct BackendFailureTests {
         try await withTestResources { r in
             let reservations = (0..<3).map { _ in PortReservation() }
             let dead = reservations.map(\.spec)
-            let proxy = try await r.proxy(backends: dead) { $0.connectAttempts = 2 }
+            let proxy = try await r.l4lb(backends: dead, ["--connect-attempts", "2"])
 
             let client = try BlockingClient(port: proxy.port)
             #expect(try client.readLine() == nil)
@@ -69,7 +71,7 @@ struct BackendFailureTests {
     @Test("an empty pool refuses clients without crashing")
     func emptyPool() async throws {
         try await withTestResources { r in
-            let proxy = try await r.proxy(backends: [])
+            let proxy = try await r.l4lb(backends: [])
             let client = try BlockingClient(port: proxy.port)
             #expect(try client.readLine() == nil)
         }

@@ -1,8 +1,11 @@
 import Foundation
+import LBControlPlane
 import LBKit
 import NIOConcurrencyHelpers
 import Policies
 import Testing
+
+@testable import l4lb
 
 /// The Redis control plane end to end: a real redis-server, real backends, l4lb's real wiring.
 @Suite("Redis control plane")
@@ -12,8 +15,7 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: [backends[0].spec])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backends[0].spec], redis: redis)
             let client = try redis.client()
 
             #expect(try client.publish("addServer", "127.0.0.1:\(backends[1].port)") == 1)
@@ -28,8 +30,7 @@ struct ControlPlaneTests {
     func addServerObject() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
-            let proxy = try await r.proxy(backends: [])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [], redis: redis)
             let client = try redis.client()
 
             try client.publish("addServer", #"{"address":"127.0.0.1:7001","weight":3,"region":"EU"}"#)
@@ -44,8 +45,7 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec))
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), redis: redis)
             let client = try redis.client()
 
             let held = try BlockingClient(port: proxy.port)
@@ -66,8 +66,7 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [backend.spec])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backend.spec], redis: redis)
             let client = try redis.client()
 
             let held = try BlockingClient(port: proxy.port)
@@ -89,8 +88,7 @@ struct ControlPlaneTests {
             let client = try redis.client()
             try client.command(["SET", "serverPool", "[\"127.0.0.1:\(backends[1].port)\"]"])
             try client.command(["SET", "policy", "least-connections"])
-            let proxy = try await r.proxy(backends: [backends[0].spec])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backends[0].spec], redis: redis)
 
             #expect(proxy.poolPorts == [backends[1].port])
             #expect(proxy.router.policy.name == "least-connections")
@@ -103,8 +101,7 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [backend.spec])
-            await r.controlPlane(for: proxy, redis: redis)
+            _ = try await r.l4lb(backends: [backend.spec], redis: redis)
             let client = try redis.client()
 
             #expect(try client.pool() == [backend.spec])
@@ -117,8 +114,7 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [], redis: redis)
             let client = try redis.client()
 
             #expect(try client.pool() == nil)
@@ -133,8 +129,11 @@ struct ControlPlaneTests {
     func prefix() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
-            let proxy = try await r.proxy(backends: [BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 7001))])
-            await r.controlPlane(for: proxy, redis: redis, prefix: "blue")
+            let proxy = try await r.l4lb(
+                backends: [BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 7001))],
+                redis: redis,
+                ["--redis-prefix", "blue"]
+            )
             let client = try redis.client()
 
             #expect(try client.pool(key: "blue:serverPool")?.count == 1)
@@ -152,12 +151,8 @@ struct ControlPlaneTests {
     private static func twoInstances(
         _ r: TestResources,
         redis: RedisServer
-    ) async throws -> (ProxyHarness, ProxyHarness) {
-        let first = try await r.proxy(backends: [])
-        let second = try await r.proxy(backends: [])
-        await r.controlPlane(for: first, redis: redis)
-        await r.controlPlane(for: second, redis: redis)
-        return (first, second)
+    ) async throws -> (Application, Application) {
+        (try await r.l4lb(redis: redis), try await r.l4lb(redis: redis))
     }
 
     @Test("two instances on one Redis both apply every change")
@@ -229,8 +224,8 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: [backends[0].spec])
-            let controlPlane = await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backends[0].spec], redis: redis)
+            let controlPlane = try #require(proxy.controlPlane)
             #expect(controlPlane.statistics.isConnected)
 
             // Written to the key without a message, then Redis goes away before l4lb re-reads it.
@@ -272,8 +267,8 @@ struct ControlPlaneTests {
         try await withTestResources { r in
             let redis = try await r.redis()
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [backend.spec])
-            let controlPlane = await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backend.spec], redis: redis)
+            let controlPlane = try #require(proxy.controlPlane)
             let client = try redis.client()
             let keyBefore = try client.command(["GET", "serverPool"])
 
@@ -298,8 +293,8 @@ struct ControlPlaneTests {
             let backend = try await r.backend(.greet("a"))
             let client = try redis.client()
             try client.command(["SET", "serverPool", value])
-            let proxy = try await r.proxy(backends: [backend.spec])
-            let controlPlane = await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [backend.spec], redis: redis)
+            let controlPlane = try #require(proxy.controlPlane)
 
             #expect(controlPlane.statistics.refusedMessages == 1)
             #expect(proxy.poolPorts == [backend.port])

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import l4lb
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,9 +1,12 @@
 import Foundation
+import LBControlPlane
 import LBKit
 import Logging
 import NIOConcurrencyHelpers
 import Policies
 import Testing
+
+@testable import l4lb
 
 /// Geo routing end to end: the geo plugin (.so built by this package, loaded with dlopen), real
 /// MaxMind test databases, clients presented through PROXY v1 and v2 headers.
@@ -21,14 +24,21 @@ struct GeoRoutingTests {
         )
     }
 
-    private func startGeo(_ r: TestResources, database: String) async throws -> ProxyHarness {
+    /// One greeting backend per region of `regions`.
+    private static func regionBackends(_ r: TestResources) async throws -> [BackendSpec] {
         var specs: [BackendSpec] = []
         for (name, region) in Self.regions {
             let backend = try await r.backend(.greet(name))
             specs.append(BackendSpec(address: HostAndPort(host: "127.0.0.1", port: backend.port), region: region))
         }
-        let policy = try PluginFixtures.registry().makePolicy(try Self.geoSpec(database: database))
-        return try await r.proxy(backends: specs, policy: policy) { $0.acceptProxyProtocol = .seconds(2) }
+        return specs
+    }
+
+    private func startGeo(_ r: TestResources, database: String) async throws -> Application {
+        try await r.l4lb(
+            backends: try await Self.regionBackends(r),
+            ["--policy", try Self.geoSpec(database: database).description, "--accept-proxy-protocol"]
+        )
     }
 
     @Test(
@@ -62,13 +72,8 @@ struct GeoRoutingTests {
                 BackendSpec(address: HostAndPort(host: "127.0.0.1", port: second.port), region: "EU"),
                 BackendSpec(address: HostAndPort(host: "127.0.0.1", port: other.port), region: "NA"),
             ]
-            let policy = try PluginFixtures.registry().makePolicy(
-                PolicySpec(
-                    name: "geo",
-                    configuration: #"{"database": "\#(PluginFixtures.database("GeoLite2-Country-Test.mmdb"))"}"#
-                )
-            )
-            let proxy = try await r.proxy(backends: specs, policy: policy) { $0.acceptProxyProtocol = .seconds(2) }
+            let geo = #"geo {"database": "\#(PluginFixtures.database("GeoLite2-Country-Test.mmdb"))"}"#
+            let proxy = try await r.l4lb(backends: specs, ["--policy", geo, "--accept-proxy-protocol"])
             let held = try BlockingClient(port: proxy.port)
             try held.send(ProxyHeaders.v1("81.2.69.160"))
             let heldOn = try #require(try held.readLine())
@@ -129,17 +134,26 @@ struct GeoRoutingTests {
     func reload() async throws {
         try await withTestResources { r in
             let directory = try PluginFixtures.makeDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
             let live = "\(directory)/geo.mmdb"
             try FileManager.default.copyItem(atPath: PluginFixtures.database("GeoIP2-City-Test.mmdb"), toPath: live)
-            let proxy = try await self.startGeo(r, database: live)
+            // The binary itself, so that the plugin's refusal reaches this test's log and no other.
+            let backends = try await Self.regionBackends(r).flatMap { ["--backend", $0.description] }
+            let process = try L4LBProcess(
+                arguments: [
+                    "--listen", "127.0.0.1:0", "--accept-proxy-protocol",
+                    "--policy", try Self.geoSpec(database: live).description,
+                ] + backends
+            )
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "got: \(process.text)")
             // 175.16.199.1 is CN/AS in the City database and unknown in the Country one.
-            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1")) == "as")
+            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "as")
 
             try Self.replace(live, with: PluginFixtures.database("GeoLite2-Country-Test.mmdb"), in: directory)
             #expect(
                 await eventually {
-                    (try? ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1"))) == "backup"
+                    (try? ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1"))) == "backup"
                 }
             )
 
@@ -148,9 +162,12 @@ struct GeoRoutingTests {
                 with: PluginFixtures.database("libmaxminddb-corrupt-search-tree.mmdb"),
                 in: directory
             )
-            try await Task.sleep(nanoseconds: 500_000_000)
-            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("175.16.199.1")) == "backup")
-            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
+            #expect(
+                await eventually { process.text.contains("refused the new version of \(live)") },
+                "got: \(process.text)"
+            )
+            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "backup")
+            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
         }
     }
 
@@ -166,7 +183,10 @@ struct GeoRoutingTests {
     func proxyHeaderHandling() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.answerAfterEOF("a"))
-            let proxy = try await r.proxy(backends: [backend.spec]) { $0.acceptProxyProtocol = .milliseconds(300) }
+            let proxy = try await r.l4lb(
+                backends: [backend.spec],
+                ["--accept-proxy-protocol", "--proxy-protocol-timeout", "300ms"]
+            )
 
             let client = try BlockingClient(port: proxy.port)
             try client.send(ProxyHeaders.v2("81.2.69.160") + Array("12345".utf8))
@@ -192,8 +212,8 @@ struct GeoRoutingTests {
                 let backend = try await r.backend(.greet(name))
                 specs.append(BackendSpec(address: HostAndPort(host: "127.0.0.1", port: backend.port), region: region))
             }
-            let proxy = try await r.proxy(backends: specs) { $0.acceptProxyProtocol = .seconds(2) }
-            let controlPlane = await r.controlPlane(for: proxy, redis: redis, policies: PluginFixtures.registry())
+            let proxy = try await r.l4lb(backends: specs, redis: redis, ["--accept-proxy-protocol"])
+            let controlPlane = try #require(proxy.controlPlane)
             let held = try BlockingClient(port: proxy.port)
             try held.send(ProxyHeaders.v1("81.2.69.160"))
             _ = try held.readLine()
@@ -202,6 +222,7 @@ struct GeoRoutingTests {
             let failures = NIOLockedValueBox<[String]>([])
             let served = NIOLockedValueBox(0)
             let stop = NIOLockedValueBox(false)
+            let finished = NIOLockedValueBox(false)
             let traffic = Thread {
                 for _ in 0..<2_000 where !stop.withLockedValue({ $0 }) {
                     do {
@@ -211,7 +232,7 @@ struct GeoRoutingTests {
                         failures.withLockedValue { $0.append("\(error)") }
                     }
                 }
-                stop.withLockedValue { $0 = true }
+                finished.withLockedValue { $0 = true }
             }
             traffic.start()
             let client = try redis.client()
@@ -231,8 +252,8 @@ struct GeoRoutingTests {
             let before = served.withLockedValue { $0 }
             #expect(await eventually { served.withLockedValue { $0 } > before + 20 })
             stop.withLockedValue { $0 = true }
-            #expect(await eventually { stop.withLockedValue { $0 } })
-            try await Task.sleep(nanoseconds: 200_000_000)
+            // Joined: the traffic thread has ended, so its every client is counted below.
+            #expect(await eventually { finished.withLockedValue { $0 } })
             #expect(failures.withLockedValue { $0 }.isEmpty)
             // The connection opened before both switches still relays.
             try held.send("still here\n")

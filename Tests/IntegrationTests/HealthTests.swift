@@ -1,19 +1,20 @@
 import Foundation
+import LBControlPlane
 import LBKit
 import NIOConcurrencyHelpers
 import Testing
+
+@testable import l4lb
 
 /// Backends killed and restarted during the test: retired at once, back by themselves, and no
 /// client sees the difference while some backend is alive.
 @Suite("Backend health")
 struct HealthTests {
     /// Fast probing so that the tests run in a second or two; the logic is the same at any speed.
-    static func fastHealth(_ configuration: inout ProxyConfiguration) {
-        configuration.health.probeInterval = .milliseconds(100)
-        configuration.health.probeMaximumInterval = .milliseconds(400)
-        configuration.health.probeTimeout = .milliseconds(300)
-        configuration.connectTimeout = .milliseconds(300)
-    }
+    /// (The probe timeout is the connect timeout.)
+    static let fastHealth = [
+        "--probe-interval", "100ms", "--probe-max-interval", "400ms", "--connect-timeout", "300ms",
+    ]
 
     @Test(
         "a backend killed while clients connect in a loop: every client succeeds, the backend is retired, and once restarted it is back within probe interval x rise"
@@ -21,7 +22,7 @@ struct HealthTests {
     func killAndRestart() async throws {
         try await withTestResources { r in
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec), configure: Self.fastHealth)
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), Self.fastHealth)
             let deadPort = backends[0].port
 
             var served: [String] = []
@@ -52,11 +53,10 @@ struct HealthTests {
             let alive = try await r.backend(.greet("a"))
             let blackhole = BlackholeListener()
             let silent = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port))
-            let proxy = try await r.proxy(backends: [silent, alive.spec]) { configuration in
-                Self.fastHealth(&configuration)
-                configuration.connectTimeout = .milliseconds(200)
-                configuration.health.retireAfter = 1
-            }
+            let proxy = try await r.l4lb(
+                backends: [silent, alive.spec],
+                Self.fastHealth + ["--connect-timeout", "200ms", "--retire-after", "1"]
+            )
             for _ in 0..<6 {
                 #expect(try BlockingClient.greeting(port: proxy.port) == "a")
             }
@@ -75,10 +75,10 @@ struct HealthTests {
         try await withTestResources { r in
             let resetter = try await r.backend(.resetOnAccept)
             let alive = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [resetter.spec, alive.spec]) { configuration in
-                Self.fastHealth(&configuration)
-                configuration.health.retireAfter = 2
-            }
+            let proxy = try await r.l4lb(
+                backends: [resetter.spec, alive.spec],
+                Self.fastHealth + ["--retire-after", "2"]
+            )
             let resetBackend = try #require(proxy.router.pool.backends.first { $0.address.port == resetter.port })
             for index in 0..<8 {
                 if index.isMultiple(of: 2) {
@@ -107,12 +107,11 @@ struct HealthTests {
             let answerer = try await r.backend(.answerAfterEOF("b"))
             let directory = try PluginFixtures.makeDirectory()
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let log = AccessLog(path: "\(directory)/access.log", format: .logfmt)
+            let logPath = "\(directory)/access.log"
             // Round-robin starts with the first backend: the first client meets the crasher.
-            let proxy = try await r.proxy(
+            let proxy = try await r.l4lb(
                 backends: [crasher.spec, answerer.spec],
-                configure: Self.fastHealth,
-                accessLog: log
+                Self.fastHealth + ["--access-log", logPath]
             )
             let client = try BlockingClient(port: proxy.port)
             try client.send([UInt8](repeating: 7, count: 3000))
@@ -120,10 +119,15 @@ struct HealthTests {
             #expect(try client.readLine() == "b received 3000 bytes")
             #expect(crasher.bytesReceived.load(ordering: .relaxed) >= 3000)
             #expect(client.waitForClose(timeoutSeconds: 5))
-            #expect(await eventually { proxy.server.activeConnections == 0 })
-            log.close()
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
             // One line, for the backend that served the client, with the retry counted.
-            let lines = try String(contentsOfFile: "\(directory)/access.log", encoding: .utf8).split(separator: "\n")
+            var lines: [Substring] = []
+            #expect(
+                await eventually {
+                    lines = (try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n") ?? []
+                    return !lines.isEmpty
+                }
+            )
             #expect(lines.count == 1)
             #expect(lines.first?.contains("backend=127.0.0.1:\(answerer.port) bytes_from_client=3000 ") == true)
             #expect(lines.first?.hasSuffix(" retries=1") == true, "got: \(lines)")
@@ -138,13 +142,12 @@ struct HealthTests {
             for tooMuchToKeep in [true, false] {
                 let crasher = try await r.backend(.resetAfterReading(4096))
                 let answerer = try await r.backend(.answerAfterEOF("b"))
-                let proxy = try await r.proxy(backends: [crasher.spec, answerer.spec]) { configuration in
-                    Self.fastHealth(&configuration)
-                    if tooMuchToKeep {
-                        configuration.maxPendingBytes = 1024
-                    } else {
-                        configuration.retryOnReset = false
-                    }
+                // No flag sets how much is kept: 256 KiB, lowered here so that 4 KiB is too much.
+                let proxy = try await r.l4lb(
+                    backends: [crasher.spec, answerer.spec],
+                    Self.fastHealth + (tooMuchToKeep ? [] : ["--no-retry-on-reset"])
+                ) { settings in
+                    if tooMuchToKeep { settings.proxy.maxPendingBytes = 1024 }
                 }
                 let client = try BlockingClient(port: proxy.port, timeoutSeconds: 5)
                 try client.send([UInt8](repeating: 7, count: 4096))
@@ -166,7 +169,7 @@ struct HealthTests {
             let reservations = [PortReservation(), PortReservation()]
             let ports = reservations.map(\.port)
             let specs = ports.map { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: $0)) }
-            let proxy = try await r.proxy(backends: specs, configure: Self.fastHealth)
+            let proxy = try await r.l4lb(backends: specs, Self.fastHealth)
 
             #expect(try BlockingClient(port: proxy.port).readLine() == nil)
             #expect(await eventually { proxy.router.panic.isOn })
@@ -185,7 +188,9 @@ struct HealthTests {
         }
     }
 
-    @Test("removeServer of a retired backend: no more probes, no comeback; events and status are published")
+    @Test(
+        "removeServer of a retired backend: it is forgotten, and the retirement, the removal and the status are published"
+    )
     func removeRetiredBackend() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
@@ -193,15 +198,11 @@ struct HealthTests {
             let reservation = PortReservation()
             let deadPort = reservation.port
             let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: deadPort))
-            // Wired as the executable wires it: health events go out through the control plane.
-            let publisher = NIOLockedValueBox<ControlPlane?>(nil)
-            let proxy = try await r.proxy(
+            let proxy = try await r.l4lb(
                 backends: [dead, alive.spec],
-                configure: Self.fastHealth,
-                healthEvents: { event in publisher.withLockedValue { $0 }?.publishEvent(event.json) }
+                redis: redis,
+                Self.fastHealth + ["--instance-id", "test-1"]
             )
-            let controlPlane = await r.controlPlane(for: proxy, redis: redis)
-            publisher.withLockedValue { $0 = controlPlane }
             let observer = try redis.client()
             try observer.send(["SUBSCRIBE", "events"])
             _ = try observer.nextReply(waitingUpTo: 2_000)  // the subscribe confirmation
@@ -219,11 +220,6 @@ struct HealthTests {
             #expect(json.contains(#""backend":"127.0.0.1:\#(deadPort)""#))
 
             let client = try redis.client()
-            let router = proxy.router
-            let startedAt = Date()
-            controlPlane.reportStatus(instance: "test-1") {
-                InstanceStatus.json(instance: "test-1", startedAt: startedAt, router: router, redisConnected: true)
-            }
             #expect(
                 await eventually {
                     (try? client.command(["GET", "status:test-1"]))?.text?.contains(#""state":"retired""#) == true
@@ -237,15 +233,18 @@ struct HealthTests {
 
             try client.publish("removeServer", "127.0.0.1:\(deadPort)")
             #expect(await eventually { proxy.poolPorts == [alive.port] })
-            #expect(await eventuallyAsync { await proxy.server.health.states()[dead.address] == nil })
-            let probes = proxy.server.health.probesStarted
-            try await Task.sleep(nanoseconds: 600_000_000)
-            #expect(proxy.server.health.probesStarted == probes)
-            _ = try await r.backend(.greet("revived"), port: deadPort)
-            reservation.release()
-            try await Task.sleep(nanoseconds: 500_000_000)
-            #expect(proxy.poolPorts == [alive.port])
+            // The removal is published, and the checker forgets the backend: nothing is left to
+            // probe it (HealthCheckerTests shows, on a clock of its own, that no probe follows).
+            let removed = try #require(try observer.nextReply(waitingUpTo: 3_000))
+            guard case .array(let removal) = removed, removal.count == 3, let removalJSON = removal[2].text else {
+                Issue.record("unexpected reply on events: \(removed)")
+                return
+            }
+            #expect(removalJSON.contains(#""event":"backend-removed""#))
+            #expect(removalJSON.contains(#""backend":"127.0.0.1:\#(deadPort)""#))
+            #expect(await proxy.proxy.health.states()[dead.address] == nil)
             #expect(try BlockingClient.greeting(port: proxy.port) == "a")
+            withExtendedLifetime(reservation) {}
         }
     }
 
@@ -255,7 +254,7 @@ struct HealthTests {
             let alive = try await r.backend(.greet("a"))
             let reservation = PortReservation()
             let dead = reservation.spec
-            let proxy = try await r.proxy(backends: [dead, alive.spec], configure: Self.fastHealth)
+            let proxy = try await r.l4lb(backends: [dead, alive.spec], Self.fastHealth)
             for _ in 0..<3 { _ = try BlockingClient.greeting(port: proxy.port) }
             #expect(await eventually { proxy.router.pool.backends[0].isRetired })
             let message = ControlMessage.addServer(dead)

@@ -1,7 +1,10 @@
 import Foundation
+import LBControlPlane
 import LBKit
 import Policies
 import Testing
+
+@testable import l4lb
 
 #if canImport(Glibc)
 import Glibc
@@ -68,7 +71,7 @@ struct HostileInputTests {
         try await withTestResources { r in
             let backend = NonReadingListener()
             let spec = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: backend.port))
-            let proxy = try await r.proxy(backends: [spec]) { $0.idleTimeout = .seconds(1) }
+            let proxy = try await r.l4lb(backends: [spec], ["--idle-timeout", "1s"])
             var client: BlockingClient? = try BlockingClient(port: proxy.port)
             let fd = try #require(client?.fd)
             #expect(backend.acceptOne(timeoutSeconds: 10))
@@ -87,7 +90,7 @@ struct HostileInputTests {
             // socket too (it used to stay open for good, waiting for writes that could not drain).
             client = nil
             #expect(backend.peerClosed(timeoutSeconds: 10))
-            #expect(await eventually { proxy.server.activeConnections == 0 })
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
             #expect(await eventually { proxy.router.pool.backends[0].activeConnections == 0 })
             withExtendedLifetime(client) {}
         }
@@ -97,7 +100,7 @@ struct HostileInputTests {
     func resetReachesClient() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.sendThenReset(4 << 20))
-            let proxy = try await r.proxy(backends: [backend.spec])
+            let proxy = try await r.l4lb(backends: [backend.spec])
             let client = try BlockingClient(port: proxy.port)
             var received = 0
             var ending = "eof"
@@ -112,7 +115,7 @@ struct HostileInputTests {
                 }
             }
             #expect(ending.contains("Connection reset"), "the client saw \(ending) after \(received) bytes")
-            #expect(await eventually { proxy.server.activeConnections == 0 })
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
         }
     }
 
@@ -178,8 +181,7 @@ struct HostileInputTests {
     func burstOfPoolMessages() async throws {
         try await withTestResources { r in
             let redis = try await r.redis()
-            let proxy = try await r.proxy(backends: [])
-            await r.controlPlane(for: proxy, redis: redis)
+            let proxy = try await r.l4lb(backends: [], redis: redis)
             let client = try redis.client()
             var expected: [BackendSpec] = []
             for index in 0..<2_000 {

@@ -1,9 +1,12 @@
 import Foundation
 import LBKit
+import LBOperations
 import Logging
 import NIOCore
 import NIOPosix
 import Testing
+
+@testable import l4lb
 
 /// What operators watch: metrics, status, access log, PROXY protocol toward backends.
 @Suite("Operations in process")
@@ -12,22 +15,8 @@ struct OperationsTests {
     func metricsMatchTraffic() async throws {
         try await withTestResources { r in
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec))
-            let exporter = MetricsExporter(sources: .init(router: proxy.router, server: proxy.server))
-            let admin = try await AdminServer.start(
-                at: HostAndPort(host: "127.0.0.1", port: 0),
-                group: MultiThreadedEventLoopGroup.singleton,
-                endpoints: .init(
-                    metrics: { exporter.render() },
-                    status: {
-                        InstanceStatus.json(instance: "t", startedAt: Date(), router: proxy.router, redisConnected: nil)
-                    },
-                    unhealthyReason: { proxy.router.pool.isEmpty ? "no backend in the pool" : nil }
-                ),
-                logger: Logger(label: "test")
-            )
-            r.onStop { await admin.stop() }
-            let adminPort = try #require(admin.localAddress?.port)
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), ["--admin", "127.0.0.1:0"])
+            let adminPort = try #require(proxy.adminAddress?.port)
 
             // Ten clients, each sends 100 bytes and reads its greeting plus the echo.
             for _ in 0..<10 {
@@ -36,7 +25,7 @@ struct OperationsTests {
                 try client.send([UInt8](repeating: 0x41, count: 99) + [0x0A])
                 _ = try client.readLine()
             }
-            #expect(await eventually { proxy.server.activeConnections == 0 })
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
 
             let (status, body) = try httpGet(port: adminPort, path: "/metrics")
             #expect(status == 200)
@@ -45,6 +34,8 @@ struct OperationsTests {
             #expect(metrics.types["l4lb_backend_connections_active"] == "gauge")
             #expect(metrics.value("l4lb_connections_accepted_total") == 10)
             #expect(metrics.value("l4lb_connections_active") == 0)
+            #expect(metrics.value("l4lb_connections_closed_total", ["reason": "client-closed"]) == 10)
+            #expect(metrics.value("l4lb_connections_closed_total", ["reason": "no-backend"]) == 0)
             #expect(metrics.value("l4lb_policy_picks_total", ["policy": "round-robin"]) == 10)
             var fromClients = 0.0
             var toClients = 0.0
@@ -64,8 +55,20 @@ struct OperationsTests {
             #expect(object?["policy"] as? String == "round-robin")
             #expect(try httpGet(port: adminPort, path: "/healthz").status == 200)
             #expect(try httpGet(port: adminPort, path: "/nope").status == 404)
+
+            // Every backend retired: l4lb is in panic mode and says so.
+            let dead = PortReservation()
+            try proxy.router.setPool([dead.spec])
+            #expect(try BlockingClient(port: proxy.port).readLine() == nil)
+            #expect(await eventually { proxy.router.panic.isOn })
+            let panic = try httpGet(port: adminPort, path: "/healthz")
+            #expect(panic.status == 503)
+            #expect(panic.body == "every backend is retired\n")
             try proxy.router.setPool([])
-            #expect(try httpGet(port: adminPort, path: "/healthz").status == 503)
+            let empty = try httpGet(port: adminPort, path: "/healthz")
+            #expect(empty.status == 503)
+            #expect(empty.body == "no backend in the pool\n")
+            withExtendedLifetime(dead) {}
         }
     }
 
@@ -78,13 +81,11 @@ struct OperationsTests {
             let directory = try PluginFixtures.makeDirectory()
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let path = "\(directory)/access.log"
-            let log = AccessLog(path: path, format: format)
             let backend = try await r.backend(.answerAfterEOF("a"))
             let dead = PortReservation()
-            let proxy = try await r.proxy(
+            let proxy = try await r.l4lb(
                 backends: [backend.spec],
-                configure: { _ in },
-                accessLog: log
+                ["--access-log", path, "--access-log-format", format.rawValue]
             )
             for size in [10, 2000] {
                 let client = try BlockingClient(port: proxy.port)
@@ -94,10 +95,17 @@ struct OperationsTests {
             }
             try proxy.router.setPool([dead.spec])
             #expect(try BlockingClient(port: proxy.port).readLine() == nil)
-            #expect(await eventually { proxy.server.activeConnections == 0 })
-            log.close()
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
 
-            let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+            var lines: [String] = []
+            #expect(
+                await eventually {
+                    lines =
+                        (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").map(String.init)
+                        ?? []
+                    return lines.count >= 3
+                }
+            )
             #expect(lines.count == 3)
             let backendName = "127.0.0.1:\(backend.port)"
             // Each line is written when its connection closes; two closes on two event loops may land
@@ -146,7 +154,7 @@ struct OperationsTests {
     func sendProxyProtocol(version: ProxyProtocolEncoder.Version) async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.reportProxyHeader)
-            let proxy = try await r.proxy(backends: [backend.spec]) { $0.sendProxyProtocol = version }
+            let proxy = try await r.l4lb(backends: [backend.spec], ["--send-proxy-protocol", version.rawValue])
             let client = try BlockingClient(port: proxy.port)
             let localPort = try #require(Self.localPort(of: client.fd))
             try client.send("hello")
@@ -163,10 +171,10 @@ struct OperationsTests {
     func proxyHeaderPassThrough() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.reportProxyHeader)
-            let proxy = try await r.proxy(backends: [backend.spec]) {
-                $0.acceptProxyProtocol = .seconds(2)
-                $0.sendProxyProtocol = .v1
-            }
+            let proxy = try await r.l4lb(
+                backends: [backend.spec],
+                ["--accept-proxy-protocol", "--send-proxy-protocol", "v1"]
+            )
             let client = try BlockingClient(port: proxy.port)
             try client.send(ProxyHeaders.v2("2001:218::1", port: 4242))
             let report = try #require(try client.readLine())

@@ -1,3 +1,4 @@
+import Atomics
 import CLBPolicy
 import Foundation
 import LBKit
@@ -5,6 +6,8 @@ import Logging
 import NIOConcurrencyHelpers
 import Policies
 import Testing
+
+@testable import l4lb
 
 #if canImport(Glibc)
 import Glibc
@@ -130,20 +133,18 @@ struct PluginTests {
     @Test("a pick that answers an out-of-range index falls back to round-robin; the fault is counted")
     func badIndexFallsBack() async throws {
         try await withTestResources { r in
-            let plugin = try PluginLibrary.load(path: PluginFixtures.library("l4lb-fixture-bad-index"))
-            let faults = PluginFaults(logger: Logger(label: "test"))
-            let policy = try PluginPolicy(
-                plugin: plugin,
-                spec: PolicySpec(name: plugin.name),
-                fallback: RoundRobinPolicy(),
-                faults: faults
-            )
+            let directory = try PluginFixtures.makeDirectory()
+            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
+            let library = PluginFixtures.library("l4lb-fixture-bad-index")
+            try FileManager.default.copyItem(atPath: library, toPath: "\(directory)/bad-index.so")
+            let name = try PluginLibrary.load(path: library).name
             let backends = try await r.greeters(["a", "b"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec), policy: policy)
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), ["--plugin-dir", directory, "--policy", name])
+            #expect(proxy.router.policy.name == name)
             var served = Set<String>()
             for _ in 0..<6 { served.insert(try BlockingClient.greeting(port: proxy.port)) }
             #expect(served == ["a", "b"])
-            #expect(faults.total == 6)
+            #expect(proxy.pluginFaults.total == 6)
         }
     }
 
@@ -206,7 +207,13 @@ struct PluginTests {
     @Test("a plugin logs through l4lb (ABI 1.1): tagged with its name, one line, at most 20 lines a second")
     func pluginLogThroughTheHost() async throws {
         let captured = CapturedLog()
-        let host = PluginHost(path: "/somewhere/plugin.so") { captured.logger() }
+        // The host's clock is the test's: a second passes when the test says so.
+        let clock = ManagedAtomic<Int64>(1_000_000_000)
+        let host = PluginHost(
+            path: "/somewhere/plugin.so",
+            makeLogger: { captured.logger() },
+            clock: { clock.load(ordering: .relaxed) }
+        )
         let plugin = try PluginLibrary.load(
             path: PluginFixtures.library("l4lb-policy-source-hash"),
             host: host
@@ -239,28 +246,29 @@ struct PluginTests {
         #expect(captured.lines[2].level == .error)
         #expect(captured.lines[2].message.utf8.count == PluginHost.maximumMessageBytes)
         for index in 0..<100 { send("flood \(index)", level: Int32(L4LB_LOG_DEBUG)) }
-        // Within one second at most 20 lines pass; a tiny chance that the flood spans two windows
-        // allows up to 40, never all 100.
+        // Within one second 20 lines pass, the three above included.
         let flood = captured.lines.dropFirst(3)
-        #expect(flood.count >= PluginHost.linesPerSecond - 3 && flood.count <= 2 * PluginHost.linesPerSecond)
+        #expect(flood.count == PluginHost.linesPerSecond - 3)
         #expect(flood.allSatisfy { $0.level == .debug })
-        // The next line after the window tells how many were held back.
-        try await Task.sleep(nanoseconds: 1_100_000_000)
+        // A second later the next line passes and tells how many were held back.
+        clock.wrappingIncrement(by: 999_999_999, ordering: .relaxed)
+        send("still held back", level: Int32(L4LB_LOG_INFO))
+        #expect(captured.lines.count == PluginHost.linesPerSecond)
+        clock.wrappingIncrement(by: 1, ordering: .relaxed)
         send("after the flood", level: Int32(L4LB_LOG_INFO))
         let after = try #require(captured.lines.last)
         #expect(after.message == "after the flood")
-        #expect(after.metadata["suppressed"] == "\(100 - flood.count)")
+        #expect(after.metadata["suppressed"] == "\(100 - flood.count + 1)")
     }
 
     @Test("the C example plugin: source-hash keeps a client on one backend")
     func sourceHash() async throws {
         try await withTestResources { r in
-            let registry = PluginFixtures.registry()
-            let policy = try registry.makePolicy(PolicySpec(name: "source-hash"))
             let backends = try await r.greeters(["a", "b", "c"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec), policy: policy) {
-                $0.acceptProxyProtocol = .seconds(2)
-            }
+            let proxy = try await r.l4lb(
+                backends: backends.map(\.spec),
+                ["--policy", "source-hash", "--accept-proxy-protocol"]
+            )
             var byClient: [String: Set<String>] = [:]
             // The backends' ports, and so the hashes, change from run to run: with 6 clients all
             // landing on one of 3 backends happened 1 run in 243. With 30 it is 1 in 10^14.

@@ -5,6 +5,8 @@ import NIOPosix
 import Policies
 import Testing
 
+@testable import l4lb
+
 /// End to end through the real data plane: real backends, real clients, all on 127.0.0.1.
 @Suite("Forwarding through l4lb")
 struct ProxyForwardingTests {
@@ -12,7 +14,7 @@ struct ProxyForwardingTests {
     func roundRobinRotation() async throws {
         try await withTestResources { r in
             let backends = try await r.greeters(["a", "b", "c"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec))
+            let proxy = try await r.l4lb(backends: backends.map(\.spec))
 
             var seen: [String] = []
             for _ in 0..<60 {
@@ -30,7 +32,7 @@ struct ProxyForwardingTests {
         try await withTestResources { r in
             let backends = try await r.greeters(["a", "b", "c"])
             let specs = zip(backends, [1, 2, 3]).map { $0.spec(weight: $1) }
-            let proxy = try await r.proxy(backends: specs)
+            let proxy = try await r.l4lb(backends: specs)
 
             var counts: [String: Int] = [:]
             for _ in 0..<60 {
@@ -44,7 +46,7 @@ struct ProxyForwardingTests {
     func leastConnections() async throws {
         try await withTestResources { r in
             let backends = try await r.greeters(["a", "b", "c"])
-            let proxy = try await r.proxy(backends: backends.map(\.spec), policy: LeastConnectionsPolicy())
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), ["--policy", "least-connections"])
 
             // Three held connections spread one per backend.
             var held: [String: BlockingClient] = [:]
@@ -82,7 +84,7 @@ struct ProxyForwardingTests {
     func bulkTransferIsExact() async throws {
         try await withTestResources { r in
             let echo = try await r.backend(.echo)
-            let proxy = try await r.proxy(backends: [echo.spec])
+            let proxy = try await r.l4lb(backends: [echo.spec])
 
             let payload = randomBytes(16 << 20)
             let client = try BlockingClient(port: proxy.port)
@@ -102,7 +104,7 @@ struct ProxyForwardingTests {
     func halfClose() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.answerAfterEOF("a"))
-            let proxy = try await r.proxy(backends: [backend.spec])
+            let proxy = try await r.l4lb(backends: [backend.spec])
 
             let client = try BlockingClient(port: proxy.port)
             try client.send(String(repeating: "x", count: 100_000))
@@ -120,11 +122,10 @@ struct ProxyForwardingTests {
             let blackhole = BlackholeListener()
             let directory = try PluginFixtures.makeDirectory()
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let log = AccessLog(path: "\(directory)/access.log", format: .logfmt)
-            let proxy = try await r.proxy(
+            let logPath = "\(directory)/access.log"
+            let proxy = try await r.l4lb(
                 backends: [BackendSpec(address: HostAndPort(host: "127.0.0.1", port: blackhole.port)), backend.spec],
-                configure: { $0.connectTimeout = .milliseconds(300) },
-                accessLog: log
+                ["--connect-timeout", "300ms", "--access-log", logPath]
             )
 
             let client = try BlockingClient(port: proxy.port)
@@ -133,9 +134,14 @@ struct ProxyForwardingTests {
             let answer = String(decoding: try client.readToEnd(), as: UTF8.self)
             #expect(answer == "a received 11 bytes\n")
             // The bytes and the EOF that waited for the backend are accounted for like any others.
-            #expect(await eventually { proxy.server.activeConnections == 0 })
-            log.close()
-            let line = try String(contentsOfFile: "\(directory)/access.log", encoding: .utf8)
+            #expect(await eventually { proxy.proxy.activeConnections == 0 })
+            var line = ""
+            #expect(
+                await eventually {
+                    line = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                    return line.hasSuffix("\n")
+                }
+            )
             #expect(line.contains("bytes_from_client=11 "))
             #expect(line.contains("reason=client-closed"))
             let counted = proxy.router.pool.backends[1].counters.bytesFromClients
@@ -148,10 +154,10 @@ struct ProxyForwardingTests {
     func ipv6() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.greet("v6"), host: "::1")
-            let proxy = try await r.proxy(backends: [BackendSpec(address: HostAndPort(host: "::1", port: backend.port))]
-            ) {
-                $0.listen = [HostAndPort(host: "::1", port: 0)]
-            }
+            let proxy = try await r.l4lb(
+                backends: [BackendSpec(address: HostAndPort(host: "::1", port: backend.port))],
+                ["--listen", "[::1]:0"]
+            )
             #expect(try BlockingClient.greeting(port: proxy.port, host: "::1") == "v6")
         }
     }
@@ -160,7 +166,7 @@ struct ProxyForwardingTests {
     func maxConnections() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [backend.spec]) { $0.maxConnections = 2 }
+            let proxy = try await r.l4lb(backends: [backend.spec], ["--max-connections", "2"])
 
             var first: BlockingClient? = try BlockingClient(port: proxy.port)
             let second = try BlockingClient(port: proxy.port)
@@ -169,15 +175,15 @@ struct ProxyForwardingTests {
             // The kernel completes the third handshake, but l4lb does not accept it yet.
             let third = try BlockingClient(port: proxy.port, timeoutSeconds: 1)
             #expect(throws: BlockingClient.Failure.self) { try third.readLine() }
-            #expect(proxy.server.activeConnections == 2)
+            #expect(proxy.proxy.activeConnections == 2)
             #expect(backend.acceptedCount == 2)
             first = nil
             let waiting = try BlockingClient(port: proxy.port, timeoutSeconds: 1)
             _ = waiting
             #expect(await eventually { backend.acceptedCount >= 3 })
             #expect(try third.readLine() == "a")
-            #expect(proxy.server.activeConnections == 2)
-            #expect(proxy.server.acceptPauses >= 1)
+            #expect(proxy.proxy.activeConnections == 2)
+            #expect(proxy.proxy.acceptPauses >= 1)
             withExtendedLifetime((first, second, waiting)) {}
         }
     }
@@ -186,7 +192,7 @@ struct ProxyForwardingTests {
     func idleTimeout() async throws {
         try await withTestResources { r in
             let backend = try await r.backend(.greet("a"))
-            let proxy = try await r.proxy(backends: [backend.spec]) { $0.idleTimeout = .milliseconds(300) }
+            let proxy = try await r.l4lb(backends: [backend.spec], ["--idle-timeout", "300ms"])
 
             let client = try BlockingClient(port: proxy.port)
             #expect(try client.readLine() == "a")

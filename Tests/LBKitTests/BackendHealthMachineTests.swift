@@ -91,7 +91,8 @@ struct BackendHealthMachineTests {
     func removal() {
         var machine = BackendHealthMachine(settings: self.settings)
         _ = machine.connectFailed(.refused, at: self.start)
-        machine.remove()
+        #expect(machine.remove().transition == .removed)
+        #expect(machine.remove() == .nothing)
         #expect(machine.state == .removed)
         #expect(machine.probeFailed(at: self.start + .seconds(1)) == .nothing)
         #expect(machine.probeSucceeded(at: self.start + .seconds(2)) == .nothing)

@@ -29,12 +29,6 @@ struct HostileInputParsingTests {
         }
     }
 
-    @Test("log values are escaped in the text format: no newline, no terminal escape survives")
-    func logEscaping() {
-        #expect(LineLogHandler.escaped("a\nb\r\tc\u{1b}[31m\\") == "a\\nb\\r\\tc\\u{1b}[31m\\\\")
-        #expect(LineLogHandler.escaped("plain text") == "plain text")
-    }
-
     @Test("an IPv6 client behind an IPv4 listener is passed on as TCP6, not UNKNOWN")
     func proxyHeaderFamilies() {
         let client = ClientAddress(
@@ -54,30 +48,4 @@ struct HostileInputParsingTests {
         #expect(address.port == 9000)
     }
 
-    @Test("Prometheus label values are escaped")
-    func prometheusEscaping() {
-        var text = PrometheusText()
-        text.add("m", type: "gauge", help: "h", labels: [("backend", "a\"b\\c\nd")], value: "1")
-        #expect(
-            String(decoding: text.rendered(), as: UTF8.self)
-                == "# HELP m h\n# TYPE m gauge\nm{backend=\"a\\\"b\\\\c\\nd\"} 1\n"
-        )
-    }
-
-    @Test("a burst of pool messages: order kept, the last word about an address wins, O(1) each")
-    func poolEditor() {
-        let a = BackendSpec(address: HostAndPort(host: "10.0.0.1", port: 80))
-        let b = BackendSpec(address: HostAndPort(host: "10.0.0.2", port: 80))
-        let c = BackendSpec(address: HostAndPort(host: "10.0.0.3", port: 80))
-        var editor = PoolEditor([a, b])
-        #expect(editor.apply(.addServer(a)) == nil)
-        #expect(editor.apply(.addServer(c)) == .added(c))
-        #expect(editor.apply(.removeServer(a.address)) == .removed(a.address))
-        #expect(editor.apply(.removeServer(a.address)) == nil)
-        let heavier = BackendSpec(address: b.address, weight: 4)
-        #expect(editor.apply(.addServer(heavier)) == .updated(heavier))
-        #expect(editor.apply(.addServer(a)) == .added(a))
-        #expect(editor.specs == [heavier, c, a])
-        #expect(editor.count == 3)
-    }
 }

@@ -68,7 +68,7 @@ public struct HostAndPort: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension String {
-    func trimmingASCIIWhitespace() -> String {
+    public func trimmingASCIIWhitespace() -> String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = self.firstIndex(where: { !isSpace($0) }) else { return "" }
         let last = self.lastIndex(where: { !isSpace($0) })!

@@ -28,13 +28,14 @@ public final class ProxyServer: Sendable {
     /// - Parameters:
     ///   - group: the event loop for health probes; by default the server makes and owns one.
     ///   - healthEvents: called with every backend health change, to publish it.
+    ///   - observers: told of every closed connection (the access log, the metrics).
     public init(
         configuration: ProxyConfiguration,
         router: Router,
         logger: Logger,
         group: MultiThreadedEventLoopGroup? = nil,
         healthEvents: (@Sendable (HealthEvent) -> Void)? = nil,
-        accessLog: AccessLog? = nil
+        observers: [any ConnectionObserver] = []
     ) {
         self.configuration = configuration
         self.router = router
@@ -53,7 +54,7 @@ public final class ProxyServer: Sendable {
             router: router,
             health: self.health,
             logger: logger,
-            accessLog: accessLog,
+            observers: observers,
             configuration: configuration
         )
     }

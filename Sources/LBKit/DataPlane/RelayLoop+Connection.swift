@@ -416,22 +416,20 @@ extension RelayLoop {
                 ]
             )
         }
-        if let accessLog = self.shared.accessLog {
-            let backend = connected ? self.slots[slot].backend?.address.description : nil
-            accessLog.record(
-                AccessLog.Entry(
-                    time: Date(),
-                    client: self.slots[slot].client.description,
-                    backend: backend ?? "-",
-                    bytesFromClient: self.slots[slot].bytesFromClient,
-                    bytesFromBackend: self.slots[slot].bytesFromBackend,
-                    duration: .nanoseconds(Int64(truncatingIfNeeded: self.now &- self.slots[slot].acceptedAt)),
-                    reason: reason.rawValue,
-                    retries: max(0, self.slots[slot].backendsTried - 1)
-                )
+        if !self.shared.observers.isEmpty {
+            let record = ConnectionRecord(
+                time: Date(),
+                client: self.slots[slot].client,
+                backend: connected ? self.slots[slot].backend?.address : nil,
+                bytesFromClient: self.slots[slot].bytesFromClient,
+                bytesFromBackend: self.slots[slot].bytesFromBackend,
+                duration: .nanoseconds(Int64(truncatingIfNeeded: self.now &- self.slots[slot].acceptedAt)),
+                reason: reason,
+                retries: max(0, self.slots[slot].backendsTried - 1)
             )
+            for observer in self.shared.observers { observer.connectionClosed(record) }
         }
-        // Closed after the accounting and the access-log line, so that both exist by the time a
+        // Closed after the accounting and the access-log line, so that the observers have it by the time a
         // peer sees the connection end.
         let clientFD = self.slots[slot].clientFD
         let backendFD = self.slots[slot].backendFD

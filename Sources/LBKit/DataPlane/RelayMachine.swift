@@ -29,23 +29,8 @@ struct RelayMachine: Sendable {
         case backend
     }
 
-    /// Why a connection ended; the access log's `reason` field.
-    enum CloseReason: String, Equatable, Sendable {
-        /// The client sent FIN (or closed) first.
-        case clientClosed = "client-closed"
-        /// The backend sent FIN (or closed) first.
-        case backendClosed = "backend-closed"
-        case clientError = "client-error"
-        case backendError = "backend-error"
-        case idleTimeout = "idle-timeout"
-        /// No backend was available, or every attempt failed.
-        case noBackend = "no-backend"
-        case proxyHeaderInvalid = "proxy-header-invalid"
-        /// l4lb closed it (shutdown after the drain timeout).
-        case closedByL4LB = "closed-by-l4lb"
-        /// l4lb could not serve it for want of its own resources (out of file descriptors).
-        case localError = "l4lb-error"
-    }
+    /// Why a connection ended.
+    typealias CloseReason = ConnectionCloseReason
 
     /// How a failed connect failed: health counts a refusal at once, timeouts and resets in a row.
     typealias FailureKind = BackendHealthMachine.FailureKind

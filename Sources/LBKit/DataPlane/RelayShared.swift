@@ -8,8 +8,8 @@ final class RelayShared: Sendable {
     let router: Router
     let health: HealthChecker
     let logger: Logger
-    /// Where each closed connection is written, when `--access-log` is on.
-    let accessLog: AccessLog?
+    /// Told of each closed connection (the access log, the metrics).
+    let observers: [any ConnectionObserver]
     /// The PROXY protocol header to send to backends first, when `--send-proxy-protocol` is on.
     let sendProxyProtocol: ProxyProtocolEncoder.Version?
     let machineSettings: RelayMachine.Settings
@@ -39,13 +39,13 @@ final class RelayShared: Sendable {
         router: Router,
         health: HealthChecker,
         logger: Logger,
-        accessLog: AccessLog?,
+        observers: [any ConnectionObserver],
         configuration: ProxyConfiguration
     ) {
         self.router = router
         self.health = health
         self.logger = logger
-        self.accessLog = accessLog
+        self.observers = observers
         self.sendProxyProtocol = configuration.sendProxyProtocol
         self.machineSettings = RelayMachine.Settings(
             waitsForProxyHeader: configuration.acceptProxyProtocol != nil,

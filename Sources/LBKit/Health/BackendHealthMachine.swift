@@ -129,9 +129,12 @@ public struct BackendHealthMachine: Sendable {
         }
     }
 
-    /// The operator removed the backend from the pool: stop probing it for good.
-    public mutating func remove() {
+    /// The operator removed the backend from the pool: stop probing it for good. The transition to
+    /// `removed` is reported once (the `backend-removed` event).
+    public mutating func remove() -> Decision {
+        guard self.state != .removed else { return .nothing }
         self.state = .removed
+        return Decision(transition: .removed, nextProbe: nil)
     }
 
     private mutating func retire(at now: NIODeadline) -> Decision {

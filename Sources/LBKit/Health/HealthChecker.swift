@@ -1,4 +1,5 @@
 import Atomics
+import Foundation
 import Logging
 import NIOCore
 
@@ -13,20 +14,30 @@ import Glibc
 /// Locking contract: every machine lives on one event loop (`loop`) and is touched only there; the
 /// data plane reaches it with `execute`, and only on a failure or on the first success after one,
 /// never once per healthy connection.
+///
+/// Time is the loop's (`EventLoop.now`, and its scheduled tasks), so that a test drives the checker
+/// on an `EmbeddedEventLoop` by advancing its clock, with a `probe` of its own, and never sleeps.
 public final class HealthChecker: Sendable {
+    /// Runs one probe of a backend on the loop; the future fails when the probe did.
+    public typealias Probe = @Sendable (SocketAddress, any EventLoop, HealthSettings) -> EventLoopFuture<Void>
+
     private let loop: any EventLoop
     private let core: NIOLoopBoundBox<HealthCheckerCore>
     private let probes = ManagedAtomic<Int>(0)
 
-    /// - Parameter events: called on `loop` with every state change, to publish it.
+    /// - Parameters:
+    ///   - events: called on `loop` with every state change, to publish it.
+    ///   - probe: how a backend is probed; a TCP connect (with the send/expect check) by default.
     public init(
         router: Router,
         settings: HealthSettings,
         loop: any EventLoop,
         instance: String,
         logger: Logger,
-        events: (@Sendable (HealthEvent) -> Void)? = nil
+        events: (@Sendable (HealthEvent) -> Void)? = nil,
+        probe: Probe? = nil
     ) {
+        let probe = probe ?? { address, loop, settings in HealthProbe.run(to: address, on: loop, settings: settings) }
         self.loop = loop
         let core = HealthCheckerCore(
             router: router,
@@ -35,6 +46,7 @@ public final class HealthChecker: Sendable {
             instance: instance,
             logger: logger,
             events: events,
+            probe: probe,
             probes: self.probes
         )
         self.core = .makeBoxSendingValue(core, as: HealthCheckerCore.self, eventLoop: loop)
@@ -93,6 +105,7 @@ final class HealthCheckerCore {
     private let instance: String
     private let logger: Logger
     private let events: (@Sendable (HealthEvent) -> Void)?
+    private let probe: HealthChecker.Probe
     private let probes: ManagedAtomic<Int>
     private var entries: [HostAndPort: Entry] = [:]
     private var stopped = false
@@ -104,6 +117,7 @@ final class HealthCheckerCore {
         instance: String,
         logger: Logger,
         events: (@Sendable (HealthEvent) -> Void)?,
+        probe: @escaping HealthChecker.Probe,
         probes: ManagedAtomic<Int>
     ) {
         self.router = router
@@ -112,6 +126,7 @@ final class HealthCheckerCore {
         self.instance = instance
         self.logger = logger
         self.events = events
+        self.probe = probe
         self.probes = probes
     }
 
@@ -125,17 +140,29 @@ final class HealthCheckerCore {
     }
 
     /// Tracks the backends of `pool`: new ones start healthy (or as their shared status says),
-    /// removed ones stop being probed for good.
+    /// removed ones stop being probed for good, each reported as `backend-removed`.
     func synchronize(with pool: BackendPool) {
         guard !self.stopped else { return }
         let present = Set(pool.backends.map(\.address))
         for (address, entry) in self.entries where !present.contains(address) {
             entry.scheduled?.cancel()
+            let wasProbed = entry.machine.state != .healthy
             var machine = entry.machine
-            machine.remove()
+            let decision = machine.remove()
             self.entries[address] = nil
-            if entry.machine.state != .healthy {
+            if wasProbed {
                 self.logger.info("stopped probing removed backend", metadata: ["backend": "\(address)"])
+            }
+            if let transition = decision.transition {
+                self.events?(
+                    HealthEvent(
+                        backend: address,
+                        state: transition,
+                        reason: "removed from the pool",
+                        instance: self.instance,
+                        time: Date()
+                    )
+                )
             }
         }
         for backend in pool.backends {
@@ -146,7 +173,7 @@ final class HealthCheckerCore {
             }
             var entry = Entry(machine: BackendHealthMachine(settings: self.settings), backend: backend, scheduled: nil)
             backend.health.setRetired(false)
-            if let first = entry.machine.firstCheck(at: .now()) {
+            if let first = entry.machine.firstCheck(at: self.loop.now) {
                 entry.scheduled = self.schedule(probeOf: backend.address, at: first)
             }
             self.entries[backend.address] = entry
@@ -156,14 +183,14 @@ final class HealthCheckerCore {
 
     func connectFailed(_ address: HostAndPort, kind: BackendHealthMachine.FailureKind) {
         guard var entry = self.entries[address] else { return }
-        let decision = entry.machine.connectFailed(kind, at: .now())
+        let decision = entry.machine.connectFailed(kind, at: self.loop.now)
         self.entries[address] = entry
         self.apply(decision, to: address, reason: "connect \(kind)")
     }
 
     func connectSucceeded(_ address: HostAndPort) {
         guard var entry = self.entries[address] else { return }
-        let decision = entry.machine.connectSucceeded(at: .now())
+        let decision = entry.machine.connectSucceeded(at: self.loop.now)
         self.entries[address] = entry
         self.apply(decision, to: address, reason: "connect succeeded")
     }
@@ -193,18 +220,18 @@ final class HealthCheckerCore {
 
     private func schedule(probeOf address: HostAndPort, at deadline: NIODeadline) -> Scheduled<Void> {
         self.loop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.probe(address)
+            self.runProbe(of: address)
         }
     }
 
-    private func probe(_ address: HostAndPort) {
+    private func runProbe(of address: HostAndPort) {
         guard !self.stopped, let entry = self.entries[address] else { return }
         self.probes.wrappingIncrement(ordering: .relaxed)
-        HealthProbe.run(to: entry.backend.socketAddress, on: self.loop, settings: self.settings)
+        self.probe(entry.backend.socketAddress, self.loop, self.settings)
             .assumeIsolated()
             .whenComplete { result in
                 guard var entry = self.entries[address] else { return }
-                let now = NIODeadline.now()
+                let now = self.loop.now
                 let decision: BackendHealthMachine.Decision
                 let reason: String
                 switch result {

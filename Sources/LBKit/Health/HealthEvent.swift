@@ -30,14 +30,13 @@ public struct HealthEvent: Sendable, Hashable {
         case .retired, .probing: event = "backend-retired"
         case .removed: event = "backend-removed"
         }
-        let object: [String: String] = [
+        let fields: [String: String] = [
             "event": event,
             "backend": self.backend.description,
             "reason": self.reason,
             "instance": self.instance,
             "time": ISO8601DateFormatter().string(from: self.time),
         ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        return JSONText.encode(fields)
     }
 }

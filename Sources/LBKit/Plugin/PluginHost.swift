@@ -17,14 +17,14 @@ public final class PluginHost: Sendable {
     /// Longest message kept, in bytes; one line.
     public static let maximumMessageBytes = 1024
 
-    private struct Window {
+    private struct State {
         var name: String
-        var start: Int64 = .min / 2
-        var lines = 0
-        var suppressed = 0
+        var limiter = RateLimiter(limit: PluginHost.linesPerSecond, window: .seconds(1))
     }
 
-    private let window: NIOLockedValueBox<Window>
+    private let state: NIOLockedValueBox<State>
+    /// Monotonic nanoseconds; injected by tests so that a second passes without sleeping.
+    private let clock: @Sendable () -> Int64
     private let makeLogger: @Sendable () -> Logger
     /// The C view handed to the plugin. Written once here, then only read.
     public nonisolated(unsafe) let services: UnsafeMutablePointer<l4lb_host>
@@ -33,8 +33,14 @@ public final class PluginHost: Sendable {
     ///   - path: the plugin's file, its tag until it declares a name.
     ///   - makeLogger: the logger for each line; by default one from the process's logging system, made
     ///     per line so that it follows the operator's --log-format and --log-level.
-    public init(path: String, makeLogger: @escaping @Sendable () -> Logger = { Logger(label: "l4lb") }) {
-        self.window = NIOLockedValueBox(Window(name: path))
+    ///   - clock: monotonic nanoseconds, for the lines-per-second window.
+    public init(
+        path: String,
+        makeLogger: @escaping @Sendable () -> Logger = { Logger(label: "l4lb") },
+        clock: @escaping @Sendable () -> Int64 = { Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds) }
+    ) {
+        self.state = NIOLockedValueBox(State(name: path))
+        self.clock = clock
         self.makeLogger = makeLogger
         self.services = .allocate(capacity: 1)
         self.services.initialize(
@@ -50,24 +56,14 @@ public final class PluginHost: Sendable {
 
     /// Tags later lines with the name the plugin declared.
     func named(_ name: String) {
-        self.window.withLockedValue { $0.name = name }
+        self.state.withLockedValue { $0.name = name }
     }
 
     /// Logs one line from the plugin, unless it has used up this second's lines.
     public func log(level: Int32, message: String) {
-        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
-        let admitted: (name: String, heldBack: Int)? = self.window.withLockedValue { window in
-            if now - window.start >= 1_000_000_000 {
-                window.start = now
-                window.lines = 0
-            }
-            guard window.lines < Self.linesPerSecond else {
-                window.suppressed += 1
-                return nil
-            }
-            window.lines += 1
-            defer { window.suppressed = 0 }
-            return (window.name, window.suppressed)
+        let now = self.clock()
+        let admitted: (name: String, heldBack: Int)? = self.state.withLockedValue { state in
+            state.limiter.admit(now: now).map { (state.name, $0) }
         }
         guard let admitted else { return }
         var metadata: Logger.Metadata = ["plugin": "\(admitted.name)"]

@@ -7,9 +7,9 @@ import Darwin
 #endif
 
 /// Short, operator-facing spellings of values that NIO prints verbosely.
-enum Describe {
+public enum Describe {
     /// `127.0.0.1:8080` or `[::1]:8080` rather than NIO's `[IPv4]127.0.0.1/127.0.0.1:8080`.
-    static func address(_ address: SocketAddress?) -> String {
+    public static func address(_ address: SocketAddress?) -> String {
         guard let address else { return "unknown" }
         switch address {
         case .v4, .v6:
@@ -22,7 +22,7 @@ enum Describe {
     }
 
     /// `Connection refused` rather than the full `IOError` dump; other errors as they describe themselves.
-    static func error(_ error: Error) -> String {
+    public static func error(_ error: Error) -> String {
         if let error = error as? IOError {
             return String(cString: strerror(error.errnoCode))
         }

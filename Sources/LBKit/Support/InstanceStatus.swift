@@ -64,7 +64,6 @@ public enum InstanceStatus {
                 )
             }
         )
-        let data = (try? JSONEncoder().encode(document)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        return JSONText.encode(document)
     }
 }

@@ -1,31 +1,25 @@
-import Atomics
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Emits a repeated warning at most once per interval, with the number of repeats it held back, so
 /// that a dead backend or a full server does not write one line per client.
-final class RateLimitedLog: Sendable {
-    private let interval: Int64
-    private let lastEmitted = ManagedAtomic<Int64>(Int64.min / 2)
-    private let suppressed = ManagedAtomic<Int>(0)
+public final class RateLimitedLog: Sendable {
+    private let limiter: NIOLockedValueBox<RateLimiter>
 
-    init(interval: TimeAmount = .seconds(1)) {
-        self.interval = interval.nanoseconds
+    public init(interval: Duration = .seconds(1)) {
+        self.limiter = NIOLockedValueBox(RateLimiter(limit: 1, window: interval))
     }
 
-    func warning(_ logger: Logger, _ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata = [:]) {
-        let now = NIODeadline.now().uptimeNanoseconds
-        let last = self.lastEmitted.load(ordering: .relaxed)
-        let nowSigned = Int64(truncatingIfNeeded: now)
-        guard nowSigned - last >= self.interval,
-            self.lastEmitted.compareExchange(expected: last, desired: nowSigned, ordering: .relaxed).exchanged
-        else {
-            self.suppressed.wrappingIncrement(ordering: .relaxed)
-            return
-        }
+    public func warning(
+        _ logger: Logger,
+        _ message: @autoclosure () -> Logger.Message,
+        metadata: Logger.Metadata = [:]
+    ) {
+        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
+        guard let heldBack = self.limiter.withLockedValue({ $0.admit(now: now) }) else { return }
         var metadata = metadata
-        let held = self.suppressed.exchange(0, ordering: .relaxed)
-        if held > 0 { metadata["suppressed"] = "\(held)" }
+        if heldBack > 0 { metadata["suppressed"] = "\(heldBack)" }
         logger.warning(message(), metadata: metadata)
     }
 }

@@ -3,6 +3,8 @@ import LBKit
 import Logging
 import Policies
 
+@testable import l4lb
+
 /// The plugin libraries `swift build` made next to the test bundle, and the MaxMind fixtures.
 enum PluginFixtures {
     static var productsDirectory: String { L4LBProcess.executableURL.deletingLastPathComponent().path }
@@ -38,15 +40,8 @@ enum PluginFixtures {
     }
 
     /// The registry the executable builds: built-ins plus l4lb's own plugins next to the binaries.
-    static func registry(faults: PluginFaults = PluginFaults(logger: Logger(label: "test"))) -> PolicyRegistry {
-        let catalog = PluginCatalog(
-            directories: [],
-            defaultDirectory: productsDirectory,
-            reservedNames: Set(BuiltinPolicies.names)
-        )
-        let registry = BuiltinPolicies.makeRegistry()
-        catalog.register(in: registry, faults: faults) { RoundRobinPolicy() }
-        return registry
+    static func registry(logger: Logger = Logger(label: "test")) -> PolicyRegistry {
+        PluginOptions.makeRegistry(catalog: PluginOptions.makeCatalog(directories: []), logger: logger).0
     }
 
     /// A private directory (mode 0755) for plugin files a test puts together.

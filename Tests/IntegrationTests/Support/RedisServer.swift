@@ -1,4 +1,5 @@
 import Foundation
+import LBControlPlane
 import LBKit
 import Testing
 

@@ -2,7 +2,6 @@ import LBKit
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Policies
 
 /// Everything a test started, stopped when the test ends, whether it passed, failed or threw.
 final class TestResources: Sendable {
@@ -25,24 +24,6 @@ final class TestResources: Sendable {
             backends.append(try await self.backend(.greet(name)))
         }
         return backends
-    }
-
-    func proxy(
-        backends: [BackendSpec],
-        policy: any LoadBalancingPolicy = RoundRobinPolicy(),
-        configure: (inout ProxyConfiguration) -> Void = { _ in },
-        healthEvents: (@Sendable (HealthEvent) -> Void)? = nil,
-        accessLog: AccessLog? = nil
-    ) async throws -> ProxyHarness {
-        let proxy = try await ProxyHarness.start(
-            backends: backends,
-            policy: policy,
-            configure: configure,
-            healthEvents: healthEvents,
-            accessLog: accessLog
-        )
-        self.onStop { await proxy.stop() }
-        return proxy
     }
 
     func onStop(_ stop: @escaping @Sendable () async -> Void) {

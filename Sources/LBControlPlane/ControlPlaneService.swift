@@ -1,3 +1,4 @@
+import LBKit
 import ServiceLifecycle
 
 /// Runs a started `ControlPlane` as a swift-service-lifecycle service. Placed before the proxy in

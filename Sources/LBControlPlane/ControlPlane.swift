@@ -1,5 +1,6 @@
 import Atomics
 import Foundation
+import LBKit
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -19,6 +20,7 @@ public final class ControlPlane: Sendable {
     private let initialPolicy: PolicySpec
     private let logger: Logger
     private let stopRequested = ManagedAtomic<Bool>(false)
+    private let started = ManagedAtomic<Bool>(false)
     private let firstSync = Completion()
     private let finished = Completion()
     private let outbox = ControlOutbox()
@@ -54,6 +56,7 @@ public final class ControlPlane: Sendable {
     /// Starts the control thread and waits until its first attempt to reach Redis has read the keys
     /// or failed (bounded by the command timeout), so the proxy starts with Redis's pool when it can.
     public func start() async {
+        guard self.started.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         let loop = ControlLoop(
             configuration: self.configuration,
             router: self.router,
@@ -76,9 +79,14 @@ public final class ControlPlane: Sendable {
         await firstSync.wait()
     }
 
-    /// Asks the control thread to stop and waits until it has closed its connections.
+    /// Whether the control thread runs: from `start()` until `stop()` has returned.
+    public var isRunning: Bool { self.started.load(ordering: .relaxed) && !self.finished.isComplete }
+
+    /// Asks the control thread to stop and waits until it has closed its connections; returns at
+    /// once if it never started.
     public func stop() async {
         self.stopRequested.store(true, ordering: .relaxed)
+        guard self.started.load(ordering: .relaxed) else { return }
         await self.finished.wait()
     }
 }
@@ -96,6 +104,8 @@ final class Completion: Sendable {
         }
         for waiter in waiters { waiter.resume() }
     }
+
+    var isComplete: Bool { self.state.withLockedValue { $0.done } }
 
     func wait() async {
         await withCheckedContinuation { continuation in

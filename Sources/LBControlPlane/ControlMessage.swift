@@ -1,3 +1,5 @@
+import LBKit
+
 /// The control channels, and the decoding of their payloads into changes.
 public enum ControlChannel: String, CaseIterable, Sendable {
     case addServer

@@ -1,4 +1,5 @@
 import CHiredis
+import LBKit
 import NIOCore
 
 #if canImport(Glibc)

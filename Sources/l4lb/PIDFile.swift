@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 
 #if canImport(Glibc)
 import Glibc

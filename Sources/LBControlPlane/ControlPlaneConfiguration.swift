@@ -1,3 +1,4 @@
+import LBKit
 import NIOCore
 
 /// How the control plane reaches Redis and what it calls things there.

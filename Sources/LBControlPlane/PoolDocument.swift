@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 
 /// The JSON form of the pool kept in the `serverPool` key: an array whose entries are `"host:port"`
 /// or `{"address": "host:port", "weight": 2, "region": "EU"}`. Unknown object keys are ignored, so
@@ -46,34 +47,12 @@ public enum PoolDocument {
 
     /// The pool as `serverPool` holds it: plain strings where weight and region are defaults.
     public static func encode(_ specs: [BackendSpec]) -> String {
-        "[" + specs.map(Self.encodeEntry).joined(separator: ",") + "]"
+        JSONText.encode(specs.map(Entry.init))
     }
 
     /// One entry as JSON.
     public static func encodeEntry(_ spec: BackendSpec) -> String {
-        if spec.weight == 1 && spec.region == nil {
-            return Self.quote(spec.address.description)
-        }
-        var fields = ["\"address\":\(Self.quote(spec.address.description))"]
-        if spec.weight != 1 { fields.append("\"weight\":\(spec.weight)") }
-        if let region = spec.region { fields.append("\"region\":\(Self.quote(region))") }
-        return "{" + fields.joined(separator: ",") + "}"
-    }
-
-    private static func quote(_ text: String) -> String {
-        var quoted = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": quoted += "\\\""
-            case "\\": quoted += "\\\\"
-            case "\n": quoted += "\\n"
-            case "\r": quoted += "\\r"
-            case "\t": quoted += "\\t"
-            case _ where scalar.value < 0x20: quoted += String(format: "\\u%04x", scalar.value)
-            default: quoted.unicodeScalars.append(scalar)
-            }
-        }
-        return quoted + "\""
+        JSONText.encode(Entry(spec))
     }
 
     private static func describe(_ error: DecodingError) -> String {
@@ -93,9 +72,32 @@ public enum PoolDocument {
         }
     }
 
-    private enum Entry: Decodable {
+    /// One entry of the document: `"host:port"`, or an object when weight or region is set.
+    private enum Entry: Codable {
         case text(String)
         case object(ObjectEntry)
+
+        init(_ spec: BackendSpec) {
+            if spec.weight == 1 && spec.region == nil {
+                self = .text(spec.address.description)
+            } else {
+                self = .object(
+                    ObjectEntry(
+                        address: spec.address.description,
+                        weight: spec.weight == 1 ? nil : spec.weight,
+                        region: spec.region
+                    )
+                )
+            }
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .text(let text): try container.encode(text)
+            case .object(let object): try container.encode(object)
+            }
+        }
 
         init(from decoder: Decoder) throws {
             let container = try decoder.singleValueContainer()
@@ -114,7 +116,7 @@ public enum PoolDocument {
         }
     }
 
-    private struct ObjectEntry: Decodable {
+    private struct ObjectEntry: Codable {
         var address: String
         var weight: Int?
         var region: String?

@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 import Logging
 import NIOConcurrencyHelpers
 
@@ -75,7 +76,7 @@ public struct LineLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = self.metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let time = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        let time = Timestamp.iso8601(Date())
         switch self.format {
         case .text:
             // Every value may carry outside bytes (a Redis payload, a plugin's text): escaped, so that
@@ -87,10 +88,9 @@ public struct LineLogHandler: LogHandler {
                     + (fields.isEmpty ? "" : " " + fields)
             )
         case .json:
-            var object: [String: String] = ["time": time, "level": "\(event.level)", "message": "\(event.message)"]
-            for (key, value) in merged where object[key] == nil { object[key] = "\(value)" }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-            self.output.write(String(decoding: data, as: UTF8.self))
+            var fields: [String: String] = ["time": time, "level": "\(event.level)", "message": "\(event.message)"]
+            for (key, value) in merged where fields[key] == nil { fields[key] = "\(value)" }
+            self.output.write(JSONText.encode(fields))
         }
     }
 

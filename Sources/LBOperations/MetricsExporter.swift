@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 
 /// Renders l4lb's counters in the Prometheus text format (version 0.0.4).
 ///
@@ -11,21 +12,25 @@ public final class MetricsExporter: Sendable {
         public var router: Router
         public var server: ProxyServer
         public var startedAt: Date
-        public var controlPlane: ControlPlaneStatistics?
+        public var controlPlane: (any ControlPlaneStatus)?
         public var pluginFaults: PluginFaults?
+        /// Closed connections by reason; the observer the proxy was given.
+        public var closes: ConnectionCloseCounts?
 
         public init(
             router: Router,
             server: ProxyServer,
             startedAt: Date = Date(),
-            controlPlane: ControlPlaneStatistics? = nil,
-            pluginFaults: PluginFaults? = nil
+            controlPlane: (any ControlPlaneStatus)? = nil,
+            pluginFaults: PluginFaults? = nil,
+            closes: ConnectionCloseCounts? = nil
         ) {
             self.router = router
             self.server = server
             self.startedAt = startedAt
             self.controlPlane = controlPlane
             self.pluginFaults = pluginFaults
+            self.closes = closes
         }
     }
 
@@ -61,6 +66,16 @@ public final class MetricsExporter: Sendable {
             [],
             server.acceptPauses
         )
+        if let closes = self.sources.closes {
+            for reason in ConnectionCloseReason.allCases {
+                counter(
+                    "l4lb_connections_closed_total",
+                    "Client connections closed, by why they ended (the access log's reason).",
+                    [("reason", reason.rawValue)],
+                    closes.count(reason)
+                )
+            }
+        }
         gauge(
             "l4lb_panic_mode",
             "1 while every backend is retired and all are tried.",

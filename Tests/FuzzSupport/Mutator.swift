@@ -2,12 +2,12 @@
 /// corpus input and applies a few random edits (flip, insert, delete, duplicate a slice, splice in
 /// a token that parsers trip on). Deterministic: a failing case names its seed and iteration, and is
 /// then added to the corpus as a regression test.
-struct Mutator {
+public struct Mutator {
     private var state: UInt64
 
-    init(seed: UInt64) { self.state = seed }
+    public init(seed: UInt64) { self.state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         self.state &+= 0x9E37_79B9_7F4A_7C15
         var z = self.state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -15,7 +15,7 @@ struct Mutator {
         return z ^ (z >> 31)
     }
 
-    mutating func below(_ bound: Int) -> Int { Int(self.next() % UInt64(max(bound, 1))) }
+    public mutating func below(_ bound: Int) -> Int { Int(self.next() % UInt64(max(bound, 1))) }
 
     /// Tokens that sit on parsers' edges: separators, signs, huge numbers, control characters,
     /// UTF-8 that is not ASCII, JSON structure.
@@ -25,7 +25,7 @@ struct Mutator {
         "PROXY ", "TCP4", "TCP6", "UNKNOWN", "::", "::ffff:", "255.255.255.255",
     ].map { Array($0.utf8) }
 
-    mutating func mutate(_ input: [UInt8]) -> [UInt8] {
+    public mutating func mutate(_ input: [UInt8]) -> [UInt8] {
         var bytes = input
         for _ in 0..<(1 + self.below(4)) {
             switch self.below(6) {
@@ -46,5 +46,17 @@ struct Mutator {
             }
         }
         return bytes
+    }
+}
+
+extension Mutator {
+    /// Runs `body` on each corpus input as is, then on `iterations` mutations of them.
+    public static func fuzz(_ corpus: [String], seed: UInt64, iterations: Int, _ body: ([UInt8]) -> Void) {
+        var mutator = Mutator(seed: seed)
+        let seeds = corpus.map { Array($0.utf8) }
+        for input in seeds { body(input) }
+        for _ in 0..<iterations {
+            body(mutator.mutate(seeds[mutator.below(seeds.count)]))
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Atomics
 import Foundation
+import LBKit
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -97,7 +98,7 @@ public final class AdminServer: Sendable {
 /// Back-pressure: while the channel is not writable (responses pile up unread, as with a client
 /// that pipelines requests and never reads), it stops reading, so the next request waits in the
 /// kernel instead of its response in l4lb's memory.
-private final class AdminHandler: ChannelDuplexHandler {
+final class AdminHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart

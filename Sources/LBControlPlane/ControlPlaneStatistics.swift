@@ -1,7 +1,8 @@
 import Atomics
+import LBKit
 
 /// What the control plane has done, for logs, tests and the metrics endpoint.
-public final class ControlPlaneStatistics: Sendable {
+public final class ControlPlaneStatistics: ControlPlaneStatus {
     private let applied = ManagedAtomic<Int>(0)
     private let refused = ManagedAtomic<Int>(0)
     private let connected = ManagedAtomic<Bool>(false)

@@ -1,3 +1,5 @@
+import LBKit
+
 /// Where the control plane's Redis is: `redis://[[user]:password@]host[:port][/db]` or
 /// `unix:///path/to/redis.sock`.
 public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {

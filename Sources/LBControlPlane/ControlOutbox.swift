@@ -1,3 +1,4 @@
+import LBKit
 import NIOConcurrencyHelpers
 
 /// What other threads hand the control thread to send to Redis: health events to publish and the

@@ -1,3 +1,5 @@
+import LBKit
+
 /// Applies a run of addServer and removeServer messages to a pool in O(1) each, and gives the pool
 /// after all of them: a burst of messages becomes one pool change instead of one each (20,000
 /// messages applied one pool rebuild at a time were quadratic, and took minutes).

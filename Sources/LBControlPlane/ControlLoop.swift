@@ -1,4 +1,5 @@
 import Foundation
+import LBKit
 import Logging
 import NIOCore
 

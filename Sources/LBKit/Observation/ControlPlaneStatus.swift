@@ -1,0 +1,12 @@
+/// What the operations side may ask of a control plane, whatever carries it: the metrics endpoint
+/// and `/status` read this, so they need not know about Redis.
+public protocol ControlPlaneStatus: Sendable {
+    /// Whether the control plane is connected now.
+    var isConnected: Bool { get }
+    /// Control messages (and key reads) that changed the pool or the policy.
+    var appliedChanges: Int { get }
+    /// Control messages and key values refused as bad input.
+    var refusedMessages: Int { get }
+    /// Successful connects so far (1 after the first, 2 after a reconnect, ...).
+    var connectCount: Int { get }
+}

@@ -1,0 +1,54 @@
+import LBControlPlane
+import LBKit
+import Testing
+
+@testable import l4lb
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The wiring itself (`buildApplication`, `Application`, `Reloader`): what the binary runs.
+@Suite("Application wiring")
+struct ApplicationTests {
+    @Test("SIGHUP compares with the settings in force: a second reload of a changed policy rebuilds nothing")
+    func reloadComparesWithSettingsInForce() async throws {
+        try await withTestResources { r in
+            let backends = try await r.greeters(["a", "b"])
+            let proxy = try await r.l4lb(backends: backends.map(\.spec), ["--policy", "round-robin"])
+            let flags =
+                ["--listen", "127.0.0.1:0", "--threads", "2", "--policy", "least-connections"]
+                + backends.flatMap { ["--backend", $0.spec.description] }
+            let fresh = try RunCommand.parse(flags).makeAllSettings()
+            let reloader = Reloader(application: proxy, reloadedSettings: { fresh }, logOutput: nil)
+            #expect(reloader.reload() == ["policy"])
+            let policy = proxy.router.policy
+            #expect(policy.name == "least-connections")
+            // The same file again: nothing to apply, and the policy in use is the same instance.
+            #expect(reloader.reload() == [])
+            #expect(proxy.router.policy === policy)
+        }
+    }
+
+    @Test("when the listener cannot be opened, start fails with one line and the control plane is stopped again")
+    func failedStartStopsTheControlPlane() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            // Held without SO_REUSEPORT, so that l4lb's bind fails.
+            let taken = listenOnLoopback(backlog: 1)
+            defer { close(taken.fd) }
+            var settings = try RunCommand.parse(["--listen", "127.0.0.1:\(taken.port)", "--redis", redis.url])
+                .makeAllSettings()
+            settings.controlPlane?.initialReconnectDelay = .milliseconds(50)
+            let application = try buildApplication(settings, logger: .init(label: "test"))
+            let controlPlane = try #require(application.controlPlane)
+            await #expect(throws: L4LBError.self) { try await application.start() }
+            #expect(!controlPlane.isRunning)
+            // Its connections to Redis are closed: only this test's own remains.
+            let client = try redis.client()
+            #expect(
+                await eventually { (try? client.command(["CLIENT", "LIST"]).text)?.split(separator: "\n").count == 1 }
+            )
+        }
+    }
+}

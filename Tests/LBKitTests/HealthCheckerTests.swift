@@ -1,0 +1,109 @@
+import LBKit
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+
+/// The health checker on an `EmbeddedEventLoop`: its clock is the loop's, advanced by the test, and
+/// its probes are the test's. No socket, no sleep.
+@Suite("Health checker")
+struct HealthCheckerTests {
+    /// Picks the first backend not excluded.
+    final class FirstBackend: LoadBalancingPolicy {
+        let name = "first"
+        func makeSelector(for pool: BackendPool) -> any BackendSelector { Selector(count: pool.count) }
+        struct Selector: BackendSelector {
+            let count: Int
+            func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? {
+                (0..<self.count).first { !excluded.contains($0) }
+            }
+        }
+    }
+
+    let dead = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 7001))
+    let alive = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 7002))
+    /// No jitter: probes fall exactly on the intervals.
+    let settings = HealthSettings(probeInterval: .seconds(1), probeMaximumInterval: .seconds(8), jitter: { $0 })
+
+    @Test("a removed backend is reported as backend-removed and never probed again")
+    func removal() throws {
+        let loop = EmbeddedEventLoop()
+        let router = Router(policy: FirstBackend())
+        try router.setPool([self.dead, self.alive])
+        let events = NIOLockedValueBox<[HealthEvent]>([])
+        let probes = NIOLockedValueBox<[SocketAddress]>([])
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let checker = HealthChecker(
+            router: router,
+            settings: self.settings,
+            loop: loop,
+            instance: "test",
+            logger: logger,
+            events: { event in events.withLockedValue { $0.append(event) } },
+            probe: { address, loop, _ in
+                probes.withLockedValue { $0.append(address) }
+                return loop.makeFailedFuture(ProbeRefused())
+            }
+        )
+        loop.run()
+
+        checker.connectFailed(router.pool.backends[0], kind: .refused)
+        loop.run()
+        #expect(events.withLockedValue { $0.map(\.state) } == [.retired])
+        #expect(router.pool.backends[0].isRetired)
+
+        // Probed after 1 s, then after 2 s more (the interval doubles on failure).
+        loop.advanceTime(by: .seconds(1))
+        #expect(probes.withLockedValue { $0.count } == 1)
+        loop.advanceTime(by: .seconds(2))
+        #expect(probes.withLockedValue { $0.count } == 2)
+
+        try router.setPool([self.alive])
+        loop.run()
+        let removal = try #require(events.withLockedValue { $0.last })
+        #expect(removal.state == .removed)
+        #expect(removal.backend == self.dead.address)
+        #expect(removal.json.contains(#""event":"backend-removed""#))
+
+        // Far past every interval: no probe of the removed backend, nor of the healthy one.
+        loop.advanceTime(by: .seconds(600))
+        #expect(probes.withLockedValue { $0.count } == 2)
+        #expect(events.withLockedValue { $0.count } == 2)
+        try loop.syncShutdownGracefully()
+    }
+
+    @Test("--rise successful probes restore a retired backend, on the loop's clock")
+    func restoration() throws {
+        let loop = EmbeddedEventLoop()
+        let router = Router(policy: FirstBackend())
+        try router.setPool([self.dead, self.alive])
+        let answering = NIOLockedValueBox(false)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let checker = HealthChecker(
+            router: router,
+            settings: self.settings,
+            loop: loop,
+            instance: "test",
+            logger: logger,
+            probe: { _, loop, _ in
+                answering.withLockedValue { $0 }
+                    ? loop.makeSucceededVoidFuture() : loop.makeFailedFuture(ProbeRefused())
+            }
+        )
+        loop.run()
+        checker.connectFailed(router.pool.backends[0], kind: .refused)
+        loop.run()
+        #expect(router.pool.backends[0].isRetired)
+        answering.withLockedValue { $0 = true }
+        loop.advanceTime(by: .seconds(1))
+        #expect(router.pool.backends[0].isRetired)  // one success of two
+        loop.advanceTime(by: .seconds(1))
+        #expect(!router.pool.backends[0].isRetired)
+        try loop.syncShutdownGracefully()
+    }
+
+    struct ProbeRefused: Error {}
+}
