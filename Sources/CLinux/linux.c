@@ -1,8 +1,15 @@
 #define _GNU_SOURCE
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/socket.h>
 
 #include "l4lb_linux.h"
 
 int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int flags) {
     return accept4(fd, address, length, flags);
+}
+
+int l4lb_unacknowledged_bytes(int fd) {
+    int bytes = 0;
+    return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : -1;
 }

@@ -175,25 +175,31 @@ struct RelayMachineTests {
     @Test("timeouts and shutdown close; the first reason seen is the one logged")
     func reasons() {
         var idle = self.relaying()
-        #expect(idle.handle(.idleTimedOut) == Actions(end: .close(.idleTimeout)))
+        #expect(idle.handle(.idleTimedOut(unacknowledged: false)) == Actions(end: .close(.idleTimeout)))
 
         var halfClosed = self.relaying()
         _ = halfClosed.handle(.endOfInput(.client))
-        #expect(halfClosed.handle(.idleTimedOut) == Actions(end: .close(.clientClosed)))
+        #expect(halfClosed.handle(.idleTimedOut(unacknowledged: false)) == Actions(end: .close(.clientClosed)))
 
         var draining = self.relaying()
-        #expect(draining.handle(.closeRequested) == Actions(end: .close(.closedByL4LB)))
+        #expect(draining.handle(.closeRequested(unacknowledged: false)) == Actions(end: .close(.closedByL4LB)))
     }
 
     @Test("a connection timed out with bytes stuck toward a side is reset, not closed with a FIN")
     func stuckConnectionsAreReset() {
         var idle = self.relaying()
         _ = idle.handle(.writeBlocked(.backend))
-        #expect(idle.handle(.idleTimedOut) == Actions(end: .abort(.idleTimeout)))
+        #expect(idle.handle(.idleTimedOut(unacknowledged: false)) == Actions(end: .abort(.idleTimeout)))
 
         var draining = self.relaying()
         _ = draining.handle(.writeBlocked(.client))
-        #expect(draining.handle(.closeRequested) == Actions(end: .abort(.closedByL4LB)))
+        #expect(draining.handle(.closeRequested(unacknowledged: false)) == Actions(end: .abort(.closedByL4LB)))
+
+        // Everything written, but the kernel still holds it for a peer that stopped reading.
+        var written = self.relaying()
+        #expect(written.handle(.idleTimedOut(unacknowledged: true)) == Actions(end: .abort(.idleTimeout)))
+        var writtenDraining = self.relaying()
+        #expect(writtenDraining.handle(.closeRequested(unacknowledged: true)) == Actions(end: .abort(.closedByL4LB)))
     }
 
     @Test("out of descriptors is l4lb's own failure: the client is reset, health hears nothing")

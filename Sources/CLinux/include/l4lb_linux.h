@@ -28,4 +28,8 @@ static inline uint64_t l4lb_epoll_event_token(const struct epoll_event *event) {
 // non-blocking and close-on-exec with no further system call.
 int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int flags);
 
+// Bytes in the socket's send queue that the peer has not acknowledged (ioctl SIOCOUTQ, which
+// Swift cannot call: ioctl is variadic). -1 if the call failed.
+int l4lb_unacknowledged_bytes(int fd);
+
 #endif

@@ -162,7 +162,7 @@ final class RelayLoop: @unchecked Sendable {
         }
         self.closeListeners()
         for index in self.slots.indices where self.slots[index].inUse {
-            self.handle(.closeRequested, slot: index)
+            self.handle(.closeRequested(unacknowledged: self.hasUnacknowledgedBytes(slot: index)), slot: index)
         }
         close(self.epoll)
         close(self.wake)
@@ -213,11 +213,19 @@ final class RelayLoop: @unchecked Sendable {
                 self.closeListeners()
             case .closeAll:
                 for index in self.slots.indices where self.slots[index].inUse {
-                    self.handle(.closeRequested, slot: index)
+                    self.handle(.closeRequested(unacknowledged: self.hasUnacknowledgedBytes(slot: index)), slot: index)
                 }
             case .stop:
                 self.running = false
             }
+        }
+    }
+
+    /// Whether either socket of `slot` holds bytes its peer has not acknowledged: asked only when a
+    /// connection is closed by l4lb (a timeout, the end of a drain), never per byte.
+    private func hasUnacknowledgedBytes(slot: Int) -> Bool {
+        [self.slots[slot].clientFD, self.slots[slot].backendFD].contains { fd in
+            fd >= 0 && l4lb_unacknowledged_bytes(fd) > 0
         }
     }
 
@@ -233,7 +241,7 @@ final class RelayLoop: @unchecked Sendable {
             case .connect:
                 self.handle(.connectTimedOut, slot: slot)
             case .idle:
-                self.handle(.idleTimedOut, slot: slot)
+                self.handle(.idleTimedOut(unacknowledged: self.hasUnacknowledgedBytes(slot: slot)), slot: slot)
             }
         }
     }

@@ -63,9 +63,11 @@ struct RelayMachine: Sendable {
         /// `side` reset the connection, or a read or write on it failed.
         case failed(Side, reset: Bool)
         case connectTimedOut
-        case idleTimedOut
+        /// No byte either way for the idle timeout. `unacknowledged`: the kernel still holds bytes
+        /// sent to a peer that has not taken them (a peer that stopped reading).
+        case idleTimedOut(unacknowledged: Bool)
         /// l4lb is shutting down and the drain timeout passed.
-        case closeRequested
+        case closeRequested(unacknowledged: Bool)
     }
 
     /// What the relay loop must do, in this order.
@@ -208,10 +210,14 @@ struct RelayMachine: Sendable {
             self.setQueued(side, false)
         case .failed(let side, let reset):
             self.failed(side, reset: reset, into: &actions)
-        case .idleTimedOut:
-            self.end(self.stuck ? .abort(.idleTimeout) : .close(.idleTimeout), into: &actions)
-        case .closeRequested:
-            self.end(self.stuck ? .abort(.closedByL4LB) : .close(.closedByL4LB), into: &actions)
+        // Bytes stuck toward a peer, in l4lb's queue or in the kernel's: a FIN would wait behind
+        // them for good, so the connection is reset and the peer hears of it at once.
+        case .idleTimedOut(let unacknowledged):
+            let stuck = self.stuck || unacknowledged
+            self.end(stuck ? .abort(.idleTimeout) : .close(.idleTimeout), into: &actions)
+        case .closeRequested(let unacknowledged):
+            let stuck = self.stuck || unacknowledged
+            self.end(stuck ? .abort(.closedByL4LB) : .close(.closedByL4LB), into: &actions)
         }
         if actions.end == nil {
             self.settle(into: &actions)
