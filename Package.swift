@@ -66,6 +66,7 @@ let package = Package(
             dependencies: [
                 "LBKit",
                 "CHiredis",
+                "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

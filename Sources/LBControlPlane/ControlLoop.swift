@@ -3,9 +3,13 @@ import LBKit
 import Logging
 import NIOCore
 
-/// The control plane's state and loop, confined to the control thread: connect, subscribe, read the
-/// keys, apply messages; on any connection error drop both connections and reconnect with capped
-/// exponential backoff. Logs once per change of connection state, not once per retry.
+/// The control plane's I/O, confined to the control thread: connect, subscribe, read the keys, hand
+/// what arrives to `ControlDecisions` and carry out what it decides; on any connection error drop
+/// both connections and reconnect with capped exponential backoff. Logs once per change of
+/// connection state, not once per retry.
+///
+/// It sleeps until something happens: a message on the subscription, a signal on `wakeup` (a stop
+/// request, a health event to publish, a new status) or the next status refresh.
 final class ControlLoop: @unchecked Sendable {
     // @unchecked: handed to the control thread once at start and used only there afterwards.
 
@@ -21,13 +25,11 @@ final class ControlLoop: @unchecked Sendable {
     private let logger: Logger
     private let statistics: ControlPlaneStatistics
     private let outbox: ControlOutbox
+    private let wakeup: Wakeup
+    private var decisions: ControlDecisions
     private var nextStatusReport = NIODeadline.uptimeNanoseconds(0)
     private var names: RedisNames { self.configuration.names }
-    private var policy: PolicySpec
     private var state = ConnectionState.neverConnected
-    /// The last refused key values, so a broken key is reported once, not on every reconnect.
-    private var refusedPolicyValue: String?
-    private var refusedPoolValue: String?
 
     init(
         configuration: ControlPlaneConfiguration,
@@ -36,89 +38,118 @@ final class ControlLoop: @unchecked Sendable {
         policy: PolicySpec,
         logger: Logger,
         statistics: ControlPlaneStatistics,
-        outbox: ControlOutbox
+        outbox: ControlOutbox,
+        wakeup: Wakeup
     ) {
         self.configuration = configuration
         self.router = router
         self.policies = policies
-        self.policy = policy
+        self.decisions = ControlDecisions(names: configuration.names, policy: policy)
         self.logger = logger
         self.statistics = statistics
         self.outbox = outbox
+        self.wakeup = wakeup
     }
 
+    /// Runs until `shouldStop` (checked after every wake-up). `firstSyncDone` is called once, right
+    /// after the first attempt to reach Redis, whether it read the keys or failed.
     func run(shouldStop: () -> Bool, firstSyncDone: () -> Void) {
         var delay = self.configuration.initialReconnectDelay
-        while !shouldStop() {
+        var firstAttempt = true
+        repeat {
+            let session: (subscriber: RedisConnection, commands: RedisConnection)?
             do {
-                let subscriber = try RedisConnection(
-                    self.configuration.endpoint,
-                    timeout: self.configuration.commandTimeout
-                )
-                let commands = try RedisConnection(
-                    self.configuration.endpoint,
-                    timeout: self.configuration.commandTimeout
-                )
-                try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
-                // Messages published from now on wait in the subscriber's buffer while the keys are
-                // read; applying them afterwards is safe because every change is idempotent.
-                try self.synchronize(commands)
-                // Only now, with commands answered: a server that accepts connections but does not
-                // answer (SIGSTOPped) is not "connected".
-                self.logger.info(
-                    self.state == .disconnected ? "reconnected to Redis" : "connected to Redis",
-                    metadata: ["redis": "\(self.configuration.endpoint)"]
-                )
-                self.state = .connected
-                self.statistics.recordConnected()
+                session = try self.connect()
                 delay = self.configuration.initialReconnectDelay
-                firstSyncDone()
-                self.nextStatusReport = .uptimeNanoseconds(0)
-                while !shouldStop() {
-                    if let reply = try subscriber.nextReply(waitingUpTo: 100) {
-                        // What else arrives within a few milliseconds is applied with it: a burst
-                        // becomes one pool change, at the cost of at most `batchWindow` of delay.
-                        var batch = [reply]
-                        let closes = NIODeadline.now() + Self.batchWindow
-                        while batch.count < Self.maximumBatch, NIODeadline.now() < closes,
-                            let more = try subscriber.nextReply(waitingUpTo: 2)
-                        {
-                            batch.append(more)
-                        }
-                        try self.handle(batch, commands: commands)
-                    }
-                    try self.sendOutbox(commands)
-                }
             } catch {
-                self.statistics.recordDisconnected()
-                if self.state != .disconnected {
-                    self.logger.warning(
-                        self.state == .connected
-                            ? "lost Redis; serving with the last known pool"
-                            : "cannot reach Redis; serving with the pool from the command line",
-                        metadata: [
-                            "redis": "\(self.configuration.endpoint)", "error": "\(error)",
-                            "backends": "\(self.router.pool.count)",
-                        ]
-                    )
-                    self.state = .disconnected
-                }
-                firstSyncDone()
-                Self.sleep(delay, unless: shouldStop)
-                let doubled = TimeAmount.nanoseconds(delay.nanoseconds * 2)
-                delay = min(doubled, self.configuration.maximumReconnectDelay)
+                self.lost(error)
+                session = nil
             }
+            if firstAttempt {
+                firstAttempt = false
+                firstSyncDone()
+            }
+            if let session {
+                do {
+                    try self.serve(subscriber: session.subscriber, commands: session.commands, until: shouldStop)
+                } catch {
+                    self.lost(error)
+                }
+            }
+            guard !shouldStop() else { break }
+            // Jittered by up to 20%, so that instances do not reconnect in step. A stop request
+            // ends the wait at once; other signals (events queued while Redis is away) do not.
+            let jittered = Double(delay.nanoseconds) * Double.random(in: 0.8...1.0)
+            let deadline = NIODeadline.now() + .nanoseconds(Int64(jittered))
+            while !shouldStop() {
+                let left = (deadline - .now()).nanoseconds / 1_000_000
+                guard left > 0 else { break }
+                if self.wakeup.wait(milliseconds: Int32(clamping: left)) { self.wakeup.reset() }
+            }
+            delay = min(TimeAmount.nanoseconds(delay.nanoseconds * 2), self.configuration.maximumReconnectDelay)
+        } while !shouldStop()
+    }
+
+    /// Connects twice (subscriber and commands), subscribes, and reads the keys.
+    private func connect() throws -> (subscriber: RedisConnection, commands: RedisConnection) {
+        let subscriber = try RedisConnection(self.configuration.endpoint, timeout: self.configuration.commandTimeout)
+        let commands = try RedisConnection(self.configuration.endpoint, timeout: self.configuration.commandTimeout)
+        try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
+        // Messages published from now on wait in the subscriber's buffer while the keys are read;
+        // applying them afterwards is safe because every change is idempotent.
+        try self.synchronize(commands)
+        // Only now, with commands answered: a server that accepts connections but does not answer
+        // (SIGSTOPped) is not "connected".
+        self.logger.info(
+            self.state == .disconnected ? "reconnected to Redis" : "connected to Redis",
+            metadata: ["redis": "\(self.configuration.endpoint)"]
+        )
+        self.state = .connected
+        self.statistics.recordConnected()
+        self.nextStatusReport = .uptimeNanoseconds(0)
+        return (subscriber, commands)
+    }
+
+    /// Applies messages and sends the outbox until `shouldStop` or a connection error.
+    private func serve(
+        subscriber: RedisConnection,
+        commands: RedisConnection,
+        until shouldStop: () -> Bool
+    ) throws {
+        while !shouldStop() {
+            try self.sendOutbox(commands)
+            let untilStatus = (self.nextStatusReport - .now()).nanoseconds / 1_000_000
+            let timeout = self.outbox.status == nil ? -1 : Int32(clamping: max(0, untilStatus))
+            guard let reply = try subscriber.nextReply(waitingUpTo: timeout, orUntilReadable: self.wakeup.fd) else {
+                self.wakeup.reset()
+                continue
+            }
+            // What else arrives within a few milliseconds is applied with it: a burst becomes one
+            // pool change, at the cost of at most `batchWindow` of delay.
+            var batch = [reply]
+            let closes = NIODeadline.now() + Self.batchWindow
+            while batch.count < Self.maximumBatch, NIODeadline.now() < closes,
+                let more = try subscriber.nextReply(waitingUpTo: 2)
+            {
+                batch.append(more)
+            }
+            try self.handle(batch, commands: commands)
         }
     }
 
-    /// Sleeps for about `delay` (with up to 20% jitter, so instances do not reconnect in step), in
-    /// short slices so that a stop request is seen quickly.
-    private static func sleep(_ delay: TimeAmount, unless shouldStop: () -> Bool) {
-        let jittered = Double(delay.nanoseconds) * Double.random(in: 0.8...1.0)
-        let deadline = Date().addingTimeInterval(jittered / 1e9)
-        while Date() < deadline, !shouldStop() {
-            Thread.sleep(forTimeInterval: 0.02)
-        }
+    private func lost(_ error: any Error) {
+        self.statistics.recordDisconnected()
+        guard self.state != .disconnected else { return }
+        self.logger.warning(
+            self.state == .connected
+                ? "lost Redis; serving with the last known pool"
+                : "cannot reach Redis; serving with the pool from the command line",
+            metadata: [
+                "redis": "\(self.configuration.endpoint)", "error": "\(error)",
+                "backends": "\(self.router.pool.count)",
+            ]
+        )
+        self.state = .disconnected
     }
 
     // MARK: Events and status
@@ -151,15 +182,15 @@ final class ControlLoop: @unchecked Sendable {
     private func synchronize(_ commands: RedisConnection) throws {
         switch try commands.command(["GET", self.names.policyKey]) {
         case .string(let text):
-            self.adoptPolicy(fromKey: text)
+            try self.carryOut(self.decisions.policyKey(text, makePolicy: self.policies.makePolicy), commands: commands)
         case .null:
-            try commands.command(["SET", self.names.policyKey, self.policy.description, "NX"])
+            try commands.command(["SET", self.names.policyKey, self.decisions.policy.description, "NX"])
         case let other:
             self.logger.warning("unexpected reply to GET \(self.names.policyKey)", metadata: ["reply": "\(other)"])
         }
         switch try commands.command(["GET", self.names.serverPoolKey]) {
         case .string(let text):
-            self.adoptPool(fromKey: text)
+            try self.carryOut(self.decisions.poolKey(text, pool: self.router.pool.specs), commands: commands)
         case .null:
             let specs = self.router.pool.specs
             if specs.isEmpty {
@@ -171,7 +202,7 @@ final class ControlLoop: @unchecked Sendable {
                 case .string(let text) = try commands.command(["GET", self.names.serverPoolKey])
             {
                 // Another instance seeded the key first: its pool wins.
-                self.adoptPool(fromKey: text)
+                try self.carryOut(self.decisions.poolKey(text, pool: specs), commands: commands)
             } else {
                 self.logger.info(
                     "seeded \(self.names.serverPoolKey) with the pool in use",
@@ -183,37 +214,6 @@ final class ControlLoop: @unchecked Sendable {
         }
     }
 
-    private func adoptPolicy(fromKey text: String) {
-        do {
-            let spec = try PolicySpec(parsing: text)
-            guard spec != self.policy else { return }
-            self.router.setPolicy(try self.policies.makePolicy(spec))
-            self.policy = spec
-            self.refusedPolicyValue = nil
-            self.statistics.recordApplied()
-            self.logger.info("policy from Redis", metadata: ["policy": "\(spec)"])
-        } catch {
-            guard text != self.refusedPolicyValue else { return }
-            self.refusedPolicyValue = text
-            self.refuse(what: "key \(self.names.policyKey)", payload: text, reason: error.message)
-        }
-    }
-
-    private func adoptPool(fromKey text: String) {
-        do {
-            let specs = try PoolDocument.decode(text)
-            self.refusedPoolValue = nil
-            guard specs != self.router.pool.specs else { return }
-            try self.router.setPool(specs)
-            self.statistics.recordApplied()
-            self.logger.info("pool from Redis", metadata: ["backends": "\(specs.count)"])
-        } catch {
-            guard text != self.refusedPoolValue else { return }
-            self.refusedPoolValue = text
-            self.refuse(what: "key \(self.names.serverPoolKey)", payload: text, reason: error.message)
-        }
-    }
-
     // MARK: Messages
 
     /// Messages applied together at most; a larger burst is applied in several steps.
@@ -221,102 +221,59 @@ final class ControlLoop: @unchecked Sendable {
     /// How long a burst is gathered after its first message (a pause of 2 ms ends it sooner).
     private static let batchWindow = TimeAmount.milliseconds(50)
 
-    /// Applies a burst of messages in order: policy messages one by one, pool messages as one pool
-    /// change and one update of the key.
+    /// Hands a burst to the decisions and carries out what they decide.
     private func handle(_ replies: [RedisReply], commands: RedisConnection) throws {
-        var editor = PoolEditor(self.router.pool.specs)
-        var keyUpdates: [String] = []
-        var changed = false
+        var burst: [ControlDecisions.Message] = []
         for reply in replies {
             // Pub/sub pushes arrive as ["message", channel, payload]; subscribe confirmations are ignored.
             guard case .array(let parts) = reply, parts.count == 3, parts[0].text == "message",
                 let channelName = parts[1].text, let payload = parts[2].text,
                 let channel = self.names.controlChannel(named: channelName)
             else { continue }
-            let message: ControlMessage
-            do {
-                message = try ControlMessage(channel: channel, payload: payload)
-                if case .addServer(let spec) = message {
-                    // Resolved now, so that a name that does not resolve refuses this message alone.
-                    _ = try BackendResolver.resolve(spec.address)
-                }
-            } catch {
-                self.refuse(what: "message on \(channelName)", payload: payload, reason: error.message)
-                continue
-            }
-            switch message {
-            case .setPolicy(let spec):
-                try self.apply(policy: spec, channel: channelName, commands: commands)
-            case .addServer(let spec):
-                keyUpdates += ["add", spec.address.description, PoolDocument.encodeEntry(spec)]
-                let change = editor.apply(message)
-                changed = self.log(change, backends: editor.count) || changed
-            case .removeServer(let address):
-                keyUpdates += ["remove", address.description, ""]
-                let change = editor.apply(message)
-                changed = self.log(change, backends: editor.count) || changed
-            }
+            burst.append(.init(channel: channel, channelName: channelName, payload: payload))
         }
-        if changed {
-            do {
-                try self.router.setPool(editor.specs)
-                self.statistics.recordApplied()
-            } catch {
-                self.refuse(what: "pool change", payload: "\(keyUpdates.count / 3) messages", reason: error.message)
-            }
-        }
-        guard !keyUpdates.isEmpty else { return }
-        // Written even when nothing changed here: the key may not have caught up yet.
-        let reply = try commands.command(
-            [
-                "EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey,
-                PoolDocument.encode(self.router.pool.specs),
-            ]
-                + keyUpdates
+        guard !burst.isEmpty else { return }
+        let decision = self.decisions.messages(
+            burst,
+            pool: self.router.pool.specs,
+            makePolicy: self.policies.makePolicy,
+            resolve: { address throws(L4LBError) in _ = try BackendResolver.resolve(address) }
         )
-        if case .error(let error) = reply {
-            self.logger.warning("could not update \(self.names.serverPoolKey)", metadata: ["error": "\(error)"])
-        }
+        try self.carryOut(decision, commands: commands)
     }
 
-    /// Logs one change as the change, with the pool's size after it; true if there was one.
-    private func log(_ change: PoolEditor.Change?, backends: Int) -> Bool {
-        guard let change else { return false }
-        let what: String
-        switch change {
-        case .added(let spec): what = "added \(spec)"
-        case .updated(let spec): what = "updated \(spec)"
-        case .removed(let address): what = "removed \(address)"
-        }
-        self.logger.info("pool change: \(what)", metadata: ["backends": "\(backends)"])
-        return true
-    }
-
-    private func apply(policy spec: PolicySpec, channel: String, commands: RedisConnection) throws {
-        // Compared before anything is built: the spec in force again must cost nothing (building a
-        // plugin instance opens files and may start work; a flood of repeats must not).
-        if spec != self.policy {
-            let policy: any LoadBalancingPolicy
-            do {
-                policy = try self.policies.makePolicy(spec)
-            } catch {
-                self.refuse(what: "message on \(channel)", payload: spec.description, reason: error.message)
-                return
-            }
+    /// Installs, logs, counts and sends what `decision` says, in that order.
+    private func carryOut(_ decision: ControlDecisions.Decision, commands: RedisConnection) throws {
+        var applied = decision.applied
+        if let (_, policy) = decision.policy {
             self.router.setPolicy(policy)
-            self.policy = spec
-            self.statistics.recordApplied()
-            self.logger.info("policy set", metadata: ["policy": "\(spec)"])
         }
-        try commands.command(["SET", self.names.policyKey, spec.description])
-    }
-
-    private func refuse(what: String, payload: String, reason: String) {
-        self.statistics.recordRefused()
-        let shown = payload.count > 200 ? String(payload.prefix(200)) + "..." : payload
-        self.logger.warning(
-            "refused \(what): \(reason)",
-            metadata: ["payload": "\(shown)"]
-        )
+        if let pool = decision.pool {
+            do {
+                try self.router.setPool(pool)
+            } catch {
+                applied -= 1
+                self.statistics.recordRefused()
+                self.logger.warning("refused pool change: \(error.message)", metadata: ["backends": "\(pool.count)"])
+            }
+        }
+        for note in decision.notes {
+            switch note {
+            case .info(let message, let metadata):
+                self.logger.info("\(message)", metadata: metadata.mapValues { "\($0)" })
+            case .warning(let message, let metadata):
+                self.logger.warning("\(message)", metadata: metadata.mapValues { "\($0)" })
+            }
+        }
+        for _ in 0..<max(0, applied) { self.statistics.recordApplied() }
+        for _ in 0..<decision.refused { self.statistics.recordRefused() }
+        for command in decision.commands {
+            if case .error(let error) = try commands.command(command) {
+                self.logger.warning(
+                    "Redis refused \(command[0]) \(command.count > 3 ? command[3] : command[1])",
+                    metadata: ["error": "\(error)"]
+                )
+            }
+        }
     }
 }

@@ -14,6 +14,12 @@ final class ControlOutbox: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Signalled on every change, so that the control thread sends it without polling.
+    private let wakeup: Wakeup
+
+    init(wakeup: Wakeup) {
+        self.wakeup = wakeup
+    }
 
     func append(_ event: String) {
         self.state.withLockedValue { state in
@@ -23,6 +29,7 @@ final class ControlOutbox: Sendable {
                 state.dropped += 1
             }
         }
+        self.wakeup.signal()
     }
 
     /// Takes every queued event, and how many were dropped since the last call.
@@ -41,6 +48,7 @@ final class ControlOutbox: Sendable {
             state.statusInstance = instance
             state.status = status
         }
+        self.wakeup.signal()
     }
 
     var status: (instance: String, make: @Sendable () -> String)? {

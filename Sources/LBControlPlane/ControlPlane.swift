@@ -23,7 +23,8 @@ public final class ControlPlane: Sendable {
     private let started = ManagedAtomic<Bool>(false)
     private let firstSync = Completion()
     private let finished = Completion()
-    private let outbox = ControlOutbox()
+    private let wakeup: Wakeup
+    private let outbox: ControlOutbox
 
     /// - Parameter initialPolicy: the spec of the policy the router starts with (from `--policy`);
     ///   seeds the `policy` key when it is missing.
@@ -39,10 +40,12 @@ public final class ControlPlane: Sendable {
         self.policies = policies
         self.initialPolicy = initialPolicy
         self.logger = logger
+        self.wakeup = Wakeup()
+        self.outbox = ControlOutbox(wakeup: self.wakeup)
     }
 
-    /// Queues `json` for publication on the `events` channel; sent by the control thread within
-    /// about 100 ms while Redis is connected, dropped (with the count logged) when the queue is full.
+    /// Queues `json` for publication on the `events` channel; the control thread, woken, sends it at
+    /// once while Redis is connected; dropped (with the count logged) when the queue is full.
     public func publishEvent(_ json: String) {
         self.outbox.append(json)
     }
@@ -64,14 +67,14 @@ public final class ControlPlane: Sendable {
             policy: self.initialPolicy,
             logger: self.logger,
             statistics: self.statistics,
-            outbox: self.outbox
+            outbox: self.outbox,
+            wakeup: self.wakeup
         )
         let stopRequested = self.stopRequested
         let firstSync = self.firstSync
         let finished = self.finished
         let thread = Thread {
             loop.run(shouldStop: { stopRequested.load(ordering: .relaxed) }, firstSyncDone: { firstSync.complete() })
-            firstSync.complete()
             finished.complete()
         }
         thread.name = "l4lb-control-plane"
@@ -86,6 +89,7 @@ public final class ControlPlane: Sendable {
     /// once if it never started.
     public func stop() async {
         self.stopRequested.store(true, ordering: .relaxed)
+        self.wakeup.signal()
         guard self.started.load(ordering: .relaxed) else { return }
         await self.finished.wait()
     }

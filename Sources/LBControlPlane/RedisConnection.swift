@@ -89,13 +89,23 @@ public final class RedisConnection {
     /// The next reply pushed by the server (pub/sub messages), or nil if none arrived within
     /// `milliseconds`. Throws when the connection is lost.
     public func nextReply(waitingUpTo milliseconds: Int32) throws(Failure) -> RedisReply? {
+        try self.nextReply(waitingUpTo: milliseconds, orUntilReadable: -1)
+    }
+
+    /// `nextReply(waitingUpTo:)` that also returns nil as soon as `other` (an eventfd that another
+    /// thread signals) is readable.
+    func nextReply(waitingUpTo milliseconds: Int32, orUntilReadable other: Int32) throws(Failure) -> RedisReply? {
         if let reply = try self.bufferedReply() { return reply }
-        var descriptor = pollfd(fd: self.context.pointee.fd, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&descriptor, 1, milliseconds)
+        var descriptors = [
+            pollfd(fd: self.context.pointee.fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: other, events: Int16(POLLIN), revents: 0),
+        ]
+        let ready = poll(&descriptors, other >= 0 ? 2 : 1, milliseconds)
         if ready == 0 || (ready < 0 && errno == EINTR) { return nil }
         guard ready > 0 else {
             throw Failure(description: "poll on the Redis socket failed: \(String(cString: strerror(errno)))")
         }
+        guard descriptors[0].revents != 0 else { return nil }
         guard redisBufferRead(self.context) == REDIS_OK else {
             throw Failure(description: "Redis connection lost: \(Self.errorString(self.context))")
         }

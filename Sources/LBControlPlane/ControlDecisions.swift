@@ -1,0 +1,191 @@
+import LBKit
+
+/// What the control plane does with what Redis sends, decided without Redis: a value that holds the
+/// policy in force and the key values it last refused, fed a burst of messages or a key's value, and
+/// answering with a `Decision` for the control loop to carry out (install, write to Redis, log,
+/// count).
+///
+/// Building a policy is the one step it takes outside itself (`makePolicy`), because whether a
+/// policy can be built (a geo database that opens) is part of whether a message is refused.
+/// Resolving an added backend's name is the other (`resolve`), for the same reason.
+struct ControlDecisions {
+    /// A log line the loop writes.
+    enum Note: Equatable, Sendable {
+        case info(String, metadata: [String: String])
+        case warning(String, metadata: [String: String])
+    }
+
+    /// A message as it came off a channel.
+    struct Message: Equatable, Sendable {
+        var channel: ControlChannel
+        /// The channel's name in Redis (with the prefix), for the log.
+        var channelName: String
+        var payload: String
+    }
+
+    struct Decision {
+        /// The policy to install, with its spec, when one was built.
+        var policy: (spec: PolicySpec, policy: any LoadBalancingPolicy)?
+        /// The pool to install, when it changed.
+        var pool: [BackendSpec]?
+        /// Redis commands to send, in order.
+        var commands: [[String]] = []
+        var notes: [Note] = []
+        /// Changes of the pool or the policy (one per pool installed, one per policy built).
+        var applied = 0
+        /// Messages and key values refused as bad input.
+        var refused = 0
+    }
+
+    typealias MakePolicy = (PolicySpec) throws(L4LBError) -> any LoadBalancingPolicy
+    typealias Resolve = (HostAndPort) throws(L4LBError) -> Void
+
+    let names: RedisNames
+    /// The spec of the policy in force.
+    private(set) var policy: PolicySpec
+    /// The last refused key values, so that a broken key is reported once, not on every reconnect.
+    private var refusedPolicyValue: String?
+    private var refusedPoolValue: String?
+
+    init(names: RedisNames, policy: PolicySpec) {
+        self.names = names
+        self.policy = policy
+    }
+
+    // MARK: Messages
+
+    /// A burst of messages, applied in order: each policy message on its own (and written to the
+    /// `policy` key), the pool messages as one pool change and one update of `serverPool` (the
+    /// PoolUpdateScript, which falls back to the resulting pool when the key is missing or broken).
+    mutating func messages(
+        _ burst: [Message],
+        pool current: [BackendSpec],
+        makePolicy: MakePolicy,
+        resolve: Resolve
+    ) -> Decision {
+        var decision = Decision()
+        var editor = PoolEditor(current)
+        var keyUpdates: [String] = []
+        var poolChanged = false
+        for received in burst {
+            let message: ControlMessage
+            do throws(L4LBError) {
+                message = try ControlMessage(channel: received.channel, payload: received.payload)
+                if case .addServer(let spec) = message {
+                    // Resolved now, so that a name that does not resolve refuses this message alone.
+                    try resolve(spec.address)
+                }
+            } catch {
+                self.refuse("message on \(received.channelName)", received.payload, error.message, &decision)
+                continue
+            }
+            switch message {
+            case .setPolicy(let spec):
+                self.setPolicy(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
+            case .addServer(let spec):
+                keyUpdates += ["add", spec.address.description, PoolDocument.encodeEntry(spec)]
+                poolChanged = Self.note(editor.apply(message), backends: editor.count, &decision) || poolChanged
+            case .removeServer(let address):
+                keyUpdates += ["remove", address.description, ""]
+                poolChanged = Self.note(editor.apply(message), backends: editor.count, &decision) || poolChanged
+            }
+        }
+        let pool = editor.specs
+        if poolChanged {
+            decision.pool = pool
+            decision.applied += 1
+        }
+        if !keyUpdates.isEmpty {
+            // Written even when nothing changed here: the key may not have caught up yet.
+            decision.commands.append(
+                ["EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey, PoolDocument.encode(pool)]
+                    + keyUpdates
+            )
+        }
+        return decision
+    }
+
+    private mutating func setPolicy(
+        _ spec: PolicySpec,
+        channelName: String,
+        makePolicy: MakePolicy,
+        _ decision: inout Decision
+    ) {
+        // Compared before anything is built: the spec in force again must cost nothing (building a
+        // plugin instance opens files and may start work; a flood of repeats must not).
+        if spec != self.policy {
+            do throws(L4LBError) {
+                decision.policy = (spec, try makePolicy(spec))
+            } catch {
+                self.refuse("message on \(channelName)", spec.description, error.message, &decision)
+                return
+            }
+            self.policy = spec
+            decision.applied += 1
+            decision.notes.append(.info("policy set", metadata: ["policy": "\(spec)"]))
+        }
+        decision.commands.append(["SET", self.names.policyKey, spec.description])
+    }
+
+    /// Notes one pool change as the change, with the pool's size after it; true if there was one.
+    private static func note(_ change: PoolEditor.Change?, backends: Int, _ decision: inout Decision) -> Bool {
+        guard let change else { return false }
+        let what: String
+        switch change {
+        case .added(let spec): what = "added \(spec)"
+        case .updated(let spec): what = "updated \(spec)"
+        case .removed(let address): what = "removed \(address)"
+        }
+        decision.notes.append(.info("pool change: \(what)", metadata: ["backends": "\(backends)"]))
+        return true
+    }
+
+    // MARK: Keys
+
+    /// The `policy` key's value, read at (re)connect.
+    mutating func policyKey(_ text: String, makePolicy: MakePolicy) -> Decision {
+        var decision = Decision()
+        do throws(L4LBError) {
+            let spec = try PolicySpec(parsing: text)
+            guard spec != self.policy else {
+                self.refusedPolicyValue = nil
+                return decision
+            }
+            decision.policy = (spec, try makePolicy(spec))
+            // Cleared only once built: a value that parses but does not build is refused once too.
+            self.refusedPolicyValue = nil
+            self.policy = spec
+            decision.applied = 1
+            decision.notes.append(.info("policy from Redis", metadata: ["policy": "\(spec)"]))
+        } catch {
+            guard text != self.refusedPolicyValue else { return decision }
+            self.refusedPolicyValue = text
+            self.refuse("key \(self.names.policyKey)", text, error.message, &decision)
+        }
+        return decision
+    }
+
+    /// The `serverPool` key's value, read at (re)connect.
+    mutating func poolKey(_ text: String, pool current: [BackendSpec]) -> Decision {
+        var decision = Decision()
+        do throws(L4LBError) {
+            let specs = try PoolDocument.decode(text)
+            self.refusedPoolValue = nil
+            guard specs != current else { return decision }
+            decision.pool = specs
+            decision.applied = 1
+            decision.notes.append(.info("pool from Redis", metadata: ["backends": "\(specs.count)"]))
+        } catch {
+            guard text != self.refusedPoolValue else { return decision }
+            self.refusedPoolValue = text
+            self.refuse("key \(self.names.serverPoolKey)", text, error.message, &decision)
+        }
+        return decision
+    }
+
+    private func refuse(_ what: String, _ payload: String, _ reason: String, _ decision: inout Decision) {
+        decision.refused += 1
+        let shown = payload.count > 200 ? String(payload.prefix(200)) + "..." : payload
+        decision.notes.append(.warning("refused \(what): \(reason)", metadata: ["payload": shown]))
+    }
+}
