@@ -9,10 +9,6 @@ public final class Backend: Sendable, CustomStringConvertible {
     let rawAddress: RawSocketAddress
     public let counters: BackendCounters
     public let health: BackendHealthStatus
-    /// The name (`host:port`) and region as bytes that live as long as the backend, so that the
-    /// plugin adapter can hand C pointers to them on every pick without building strings.
-    nonisolated(unsafe) let cName: UnsafeMutableBufferPointer<CChar>
-    nonisolated(unsafe) let cRegion: UnsafeMutableBufferPointer<CChar>
 
     public init(
         spec: BackendSpec,
@@ -25,20 +21,6 @@ public final class Backend: Sendable, CustomStringConvertible {
         self.rawAddress = RawSocketAddress(socketAddress)
         self.counters = counters
         self.health = health
-        self.cName = Self.copy(spec.address.description)
-        self.cRegion = Self.copy(spec.region ?? "")
-    }
-
-    deinit {
-        self.cName.deallocate()
-        self.cRegion.deallocate()
-    }
-
-    private static func copy(_ text: String) -> UnsafeMutableBufferPointer<CChar> {
-        let bytes = Array(text.utf8)
-        let buffer = UnsafeMutableBufferPointer<CChar>.allocate(capacity: max(bytes.count, 1))
-        for (index, byte) in bytes.enumerated() { buffer[index] = CChar(bitPattern: byte) }
-        return UnsafeMutableBufferPointer(rebasing: buffer[0..<bytes.count])
     }
 
     public var address: HostAndPort { self.spec.address }

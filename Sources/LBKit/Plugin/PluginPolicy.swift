@@ -64,14 +64,12 @@ public final class PluginPolicy: LoadBalancingPolicy {
 
     public func connectionOpened(to backend: Backend) {
         guard let hook = self.plugin.descriptor.connection_opened else { return }
-        var entry = PluginPoolView.entry(for: backend)
-        hook(self.instance.pointer, &entry)
+        PluginPoolView.withEntry(for: backend) { hook(self.instance.pointer, &$0) }
     }
 
     public func connectionClosed(to backend: Backend) {
         guard let hook = self.plugin.descriptor.connection_closed else { return }
-        var entry = PluginPoolView.entry(for: backend)
-        hook(self.instance.pointer, &entry)
+        PluginPoolView.withEntry(for: backend) { hook(self.instance.pointer, &$0) }
     }
 }
 
@@ -115,27 +113,69 @@ public final class PluginFaults: Sendable {
     }
 }
 
-/// The pool as C sees it, built once per pool snapshot.
+/// The pool as C sees it, built once per pool snapshot: one `l4lb_backend` per backend, whose name
+/// (`host:port`) and region point into one block of bytes that the view owns, so that a pick hands
+/// the plugin C strings without building any. The strings are the plugin adapter's business alone:
+/// `Backend` knows nothing of C.
 final class PluginPoolView: @unchecked Sendable {
-    // @unchecked: `template` is written only in init; its pointers point into the pool's backends,
-    // which the view keeps alive.
+    // @unchecked: `template` and `text` are written only in init and freed in deinit; the selector
+    // that reads them keeps the view alive.
     let pool: BackendPool
     let template: [l4lb_backend]
+    private let text: UnsafeMutableBufferPointer<CChar>
 
     init(pool: BackendPool) {
         self.pool = pool
-        self.template = pool.backends.map(Self.entry(for:))
+        let strings = pool.backends.map { (Array($0.address.description.utf8), Array(($0.region ?? "").utf8)) }
+        let size = strings.reduce(0) { $0 + $1.0.count + $1.1.count }
+        let text = UnsafeMutableBufferPointer<CChar>.allocate(capacity: max(size, 1))
+        var offset = 0
+        func place(_ bytes: [UInt8]) -> l4lb_string {
+            let start = text.baseAddress! + offset
+            for (index, byte) in bytes.enumerated() { start[index] = CChar(bitPattern: byte) }
+            offset += bytes.count
+            return l4lb_string(data: UnsafePointer(start), length: bytes.count)
+        }
+        self.template = zip(pool.backends, strings).map { backend, strings in
+            var entry = Self.entry(for: backend)
+            entry.name = place(strings.0)
+            entry.region = place(strings.1)
+            return entry
+        }
+        self.text = text
     }
 
-    static func entry(for backend: Backend) -> l4lb_backend {
+    deinit {
+        self.text.deallocate()
+    }
+
+    /// `backend` as C sees it, without its name and region.
+    private static func entry(for backend: Backend) -> l4lb_backend {
         var entry = l4lb_backend()
-        entry.name = l4lb_string(data: UnsafePointer(backend.cName.baseAddress), length: backend.cName.count)
-        entry.region = l4lb_string(data: UnsafePointer(backend.cRegion.baseAddress), length: backend.cRegion.count)
         entry.address = Self.address(ClientAddress(backend.socketAddress))
         entry.weight = UInt32(backend.weight)
         entry.active_connections = UInt64(max(0, backend.activeConnections))
         entry.healthy = !backend.isRetired
         return entry
+    }
+
+    /// Calls `body` with `backend` as C sees it, its strings valid only during the call: for the
+    /// connection hooks, which few plugins have.
+    static func withEntry(for backend: Backend, _ body: (inout l4lb_backend) -> Void) {
+        var entry = Self.entry(for: backend)
+        var name = backend.address.description
+        var region = backend.region ?? ""
+        name.withUTF8 { name in
+            region.withUTF8 { region in
+                name.withMemoryRebound(to: CChar.self) { name in
+                    region.withMemoryRebound(to: CChar.self) { region in
+                        entry.name = l4lb_string(data: name.baseAddress, length: name.count)
+                        entry.region = l4lb_string(data: region.baseAddress, length: region.count)
+                        body(&entry)
+                    }
+                }
+            }
+        }
     }
 
     static func address(_ client: ClientAddress) -> l4lb_address {
