@@ -16,14 +16,14 @@ struct HealthOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Consecutive failed active checks that retire a healthy backend.")
     var fall: Int = 3
 
-    @Option(parsing: .unconditional, help: "First wait before probing a retired backend; doubles on each failure.")
-    var probeInterval: String = "1s"
+    @Option(parsing: .unconditional, help: ArgumentHelp("First wait before probing a retired backend; doubles on each failure.", valueName: "duration"))
+    var probeInterval = DurationFlag("1s")
 
-    @Option(parsing: .unconditional, help: "Longest wait between probes of a retired backend.")
-    var probeMaxInterval: String = "30s"
+    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait between probes of a retired backend.", valueName: "duration"))
+    var probeMaxInterval = DurationFlag("30s")
 
-    @Option(parsing: .unconditional, help: "Check healthy backends this often too; 0 = only probe retired ones.")
-    var healthCheckInterval: String = "0"
+    @Option(parsing: .unconditional, help: ArgumentHelp("Check healthy backends this often too; 0 = only probe retired ones.", valueName: "duration"))
+    var healthCheckInterval = DurationFlag("0")
 
     @Option(help: "Text a probe sends once connected (\\r and \\n escapes allowed).")
     var healthCheckSend: String?
@@ -35,9 +35,9 @@ struct HealthOptions: ParsableArguments {
         for (name, value) in [("--retire-after", self.retireAfter), ("--rise", self.rise), ("--fall", self.fall)] {
             guard (1...100).contains(value) else { throw L4LBError(.invalidValue, "\(name) must be in 1-100") }
         }
-        let probeInterval = try DurationParser.parse(self.probeInterval, flag: "--probe-interval")
-        let probeMaxInterval = try DurationParser.parse(self.probeMaxInterval, flag: "--probe-max-interval")
-        let checkInterval = try DurationParser.parse(self.healthCheckInterval, flag: "--health-check-interval")
+        let probeInterval = self.probeInterval.amount
+        let probeMaxInterval = self.probeMaxInterval.amount
+        let checkInterval = self.healthCheckInterval.amount
         guard probeInterval > .zero else { throw L4LBError(.invalidDuration, "--probe-interval must be more than 0") }
         guard probeMaxInterval >= probeInterval else {
             throw L4LBError(.invalidDuration, "--probe-max-interval must be at least --probe-interval")

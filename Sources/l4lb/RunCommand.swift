@@ -28,11 +28,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Balancing policy: round-robin or least-connections (see `l4lb policies`).")
     var policy: String = "round-robin"
 
-    @Option(parsing: .unconditional, help: "Longest wait for a backend's TCP handshake (e.g. 500ms, 3s).")
-    var connectTimeout: String = "3s"
+    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait for a backend's TCP handshake (e.g. 500ms, 3s).", valueName: "duration"))
+    var connectTimeout = DurationFlag("3s")
 
-    @Option(parsing: .unconditional, help: "Close a connection after this long with no traffic either way; 0 = never.")
-    var idleTimeout: String = "0"
+    @Option(parsing: .unconditional, help: ArgumentHelp("Close a connection after this long with no traffic either way; 0 = never.", valueName: "duration"))
+    var idleTimeout = DurationFlag("0")
 
     @Option(
         parsing: .unconditional,
@@ -51,9 +51,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         parsing: .unconditional,
-        help: "On SIGTERM/SIGINT, how long open connections may finish before they are closed."
+        help: ArgumentHelp("On SIGTERM/SIGINT, how long open connections may finish before they are closed.", valueName: "duration")
     )
-    var drainTimeout: String = "10s"
+    var drainTimeout = DurationFlag("10s")
 
     @Option(parsing: .unconditional, help: "Event-loop threads; 0 = one per core.")
     var threads: Int = 0
@@ -63,9 +63,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         parsing: .unconditional,
-        help: "With --accept-proxy-protocol: close a client that sends no valid header this fast."
+        help: ArgumentHelp("With --accept-proxy-protocol: close a client that sends no valid header this fast.", valueName: "duration")
     )
-    var proxyProtocolTimeout: String = "3s"
+    var proxyProtocolTimeout = DurationFlag("3s")
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
@@ -171,12 +171,12 @@ struct RunCommand: AsyncParsableCommand {
             backends.append(spec)
         }
         let policy = try PolicySpec(parsing: self.policy)
-        let connectTimeout = try DurationParser.parse(self.connectTimeout, flag: "--connect-timeout")
+        let connectTimeout = self.connectTimeout.amount
         guard connectTimeout > .zero else {
             throw L4LBError(.invalidDuration, "--connect-timeout must be more than 0")
         }
-        let idleTimeout = try DurationParser.parse(self.idleTimeout, flag: "--idle-timeout")
-        let drainTimeout = try DurationParser.parse(self.drainTimeout, flag: "--drain-timeout")
+        let idleTimeout = self.idleTimeout.amount
+        let drainTimeout = self.drainTimeout.amount
         guard self.maxConnections >= 0 else {
             throw L4LBError(.invalidValue, "--max-connections must be 0 (no limit) or more")
         }
@@ -193,7 +193,7 @@ struct RunCommand: AsyncParsableCommand {
             )
         }
         let health = try self.health.makeSettings(probeTimeout: connectTimeout)
-        let proxyProtocolTimeout = try DurationParser.parse(self.proxyProtocolTimeout, flag: "--proxy-protocol-timeout")
+        let proxyProtocolTimeout = self.proxyProtocolTimeout.amount
         guard proxyProtocolTimeout > .zero else {
             throw L4LBError(.invalidDuration, "--proxy-protocol-timeout must be more than 0")
         }

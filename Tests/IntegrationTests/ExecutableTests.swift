@@ -22,8 +22,11 @@ struct ExecutableTests {
                 "unknown policy 'fastest' (available: geo, least-connections, round-robin, source-hash)"
             ),
             (["--policy", "round-robin {not json"], "not valid JSON"),
-            (["--connect-timeout", "-1s"], "'-1s' is not a duration"),
-            (["--idle-timeout", "soon"], "'soon' is not a duration"),
+            (["--connect-timeout", "-1s"], "The value '-1s' is invalid for '--connect-timeout <duration>' (a duration"),
+            (["--idle-timeout", "soon"], "The value 'soon' is invalid for '--idle-timeout <duration>'"),
+            (["--connect-timeout", "0"], "--connect-timeout must be more than 0"),
+            (["--no-such-flag"], "Unknown option '--no-such-flag'"),
+            (["--threads", "two"], "The value 'two' is invalid for '--threads <threads>'"),
             (["--connect-attempts", "0"], "--connect-attempts must be in 1-100"),
             (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
             (["--redis", "localhost:6379"], "expected redis://"),
