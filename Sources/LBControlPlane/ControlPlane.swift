@@ -9,7 +9,7 @@ import NIOCore
 /// messages, writes the resulting pool and policy back to their keys, and on every (re)connect
 /// re-reads the keys so that nothing published while it was cut off is lost.
 ///
-/// All Redis I/O happens on one dedicated thread, never on the event loops that relay traffic; the
+/// All Redis I/O happens on one dedicated thread, never on the threads that relay traffic; the
 /// data plane sees the results only through the router's atomic table swap. This type is the
 /// thread-safe handle; `ControlLoop` is the state confined to that thread.
 public final class ControlPlane: Sendable {

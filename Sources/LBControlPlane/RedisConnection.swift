@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// A blocking connection to Redis through hiredis, used only from the control plane's own thread
-/// (and by `l4lb ctl`), never from an event loop.
+/// (and by `l4lb ctl`), never from a relay thread.
 ///
 /// Commands go through `redisCommandArgv` (the variadic `redisCommand` cannot be called from Swift).
 /// Waiting for pub/sub messages polls the socket instead of using a hiredis read timeout, because a

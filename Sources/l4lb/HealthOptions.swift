@@ -16,13 +16,25 @@ struct HealthOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Consecutive failed active checks that retire a healthy backend.")
     var fall: Int = 3
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("First wait before probing a retired backend; doubles on each failure.", valueName: "duration"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "First wait before probing a retired backend; doubles on each failure.",
+            valueName: "duration"
+        )
+    )
     var probeInterval = DurationFlag("1s")
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait between probes of a retired backend.", valueName: "duration"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp("Longest wait between probes of a retired backend.", valueName: "duration")
+    )
     var probeMaxInterval = DurationFlag("30s")
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Check healthy backends this often too; 0 = only probe retired ones.", valueName: "duration"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp("Check healthy backends this often too; 0 = only probe retired ones.", valueName: "duration")
+    )
     var healthCheckInterval = DurationFlag("0")
 
     @Option(help: "Text a probe sends once connected (\\r and \\n escapes allowed).")

@@ -79,7 +79,7 @@ final class Reloader: Sendable {
             }
         }
         let started = self.application.settings.proxy
-        if fresh.proxy.listen != started.listen || fresh.proxy.eventLoopThreads != started.eventLoopThreads {
+        if fresh.proxy.listen != started.listen || fresh.proxy.relayThreads != started.relayThreads {
             logger.warning("reload: --listen and --threads take effect at the next start")
         }
         logger.info(

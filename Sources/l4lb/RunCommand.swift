@@ -28,10 +28,19 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Balancing policy: round-robin or least-connections (see `l4lb policies`).")
     var policy: String = "round-robin"
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait for a backend's TCP handshake (e.g. 500ms, 3s).", valueName: "duration"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp("Longest wait for a backend's TCP handshake (e.g. 500ms, 3s).", valueName: "duration")
+    )
     var connectTimeout = DurationFlag("3s")
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Close a connection after this long with no traffic either way; 0 = never.", valueName: "duration"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Close a connection after this long with no traffic either way; 0 = never.",
+            valueName: "duration"
+        )
+    )
     var idleTimeout = DurationFlag("0")
 
     @Option(
@@ -51,7 +60,10 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         parsing: .unconditional,
-        help: ArgumentHelp("On SIGTERM/SIGINT, how long open connections may finish before they are closed.", valueName: "duration")
+        help: ArgumentHelp(
+            "On SIGTERM/SIGINT, how long open connections may finish before they are closed.",
+            valueName: "duration"
+        )
     )
     var drainTimeout = DurationFlag("10s")
 
@@ -63,7 +75,10 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         parsing: .unconditional,
-        help: ArgumentHelp("With --accept-proxy-protocol: close a client that sends no valid header this fast.", valueName: "duration")
+        help: ArgumentHelp(
+            "With --accept-proxy-protocol: close a client that sends no valid header this fast.",
+            valueName: "duration"
+        )
     )
     var proxyProtocolTimeout = DurationFlag("3s")
 
@@ -209,7 +224,7 @@ struct RunCommand: AsyncParsableCommand {
             connectAttempts: self.connectAttempts,
             retryOnReset: self.retryOnReset,
             drainTimeout: drainTimeout,
-            eventLoopThreads: self.threads == 0 ? System.coreCount : self.threads,
+            relayThreads: self.threads == 0 ? System.coreCount : self.threads,
             acceptProxyProtocol: self.acceptProxyProtocol ? proxyProtocolTimeout : nil,
             health: health,
             instanceID: self.instanceID ?? ProxyConfiguration.defaultInstanceID

@@ -19,8 +19,9 @@ struct BackendFailureTests {
             for _ in 0..<30 {
                 counts[try BlockingClient.greeting(port: proxy.port), default: 0] += 1
             }
-            #expect(counts.values.reduce(0, +) == 30)
+            // The dead backend's turns go to the living: neither of them is starved.
             #expect(Set(counts.keys) == ["a", "b"])
+            #expect(counts.values.allSatisfy { $0 >= 10 }, "got: \(counts)")
             let deadBackend = try #require(proxy.router.pool.backends.first { $0.address == dead.address })
             // A refused connect is certain: the first one retires it, so later clients do not try it.
             #expect((1...3).contains(deadBackend.counters.connectFailures))

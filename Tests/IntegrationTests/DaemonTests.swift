@@ -165,14 +165,7 @@ struct DaemonTests {
 func listeningPort(inLogFile path: String) async -> Int? {
     var port: Int?
     _ = await eventually(timeoutSeconds: 15) {
-        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") where line.contains(": listening address=") {
-            if let range = line.range(of: "address="),
-                let colon = line[range.upperBound...].prefix(while: { $0 != " " }).lastIndex(of: ":")
-            {
-                port = Int(line[line.index(after: colon)...].prefix { $0.isNumber })
-            }
-        }
+        port = L4LBProcess.firstListeningPort(in: (try? String(contentsOfFile: path, encoding: .utf8)) ?? "")
         return port != nil
     }
     return port
@@ -195,7 +188,7 @@ final class DatagramReceiver {
             }
         }
         guard status == 0 else {
-            throw BlockingClient.Failure(description: "bind \(path): \(String(cString: strerror(errno)))")
+            throw TestFailure("bind \(path): \(String(cString: strerror(errno)))")
         }
     }
 

@@ -40,7 +40,10 @@ struct ExternalPackageTests {
 
     @Test("depends on LBKit alone and builds and runs without hiredis; LBControlPlane does not build there")
     func buildsWithoutHiredis() throws {
-        #expect(FileManager.default.fileExists(atPath: "/usr/include/hiredis/hiredis.h"), "the sandbox hides a real directory")
+        #expect(
+            FileManager.default.fileExists(atPath: "/usr/include/hiredis/hiredis.h"),
+            "the sandbox hides a real directory"
+        )
         let embedder = try Self.buildWithoutHiredis("Embedder")
         #expect(embedder.status == 0, "\(embedder.output.suffix(2000))")
         let ran = try Self.run("\(Self.scratch)/debug/Embedder", [])

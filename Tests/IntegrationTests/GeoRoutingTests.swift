@@ -56,8 +56,8 @@ struct GeoRoutingTests {
     func routesByRegion(client: String, expected: String) async throws {
         try await withTestResources { r in
             let proxy = try await self.startGeo(r, database: PluginFixtures.database("GeoIP2-City-Test.mmdb"))
-            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1(client)) == expected)
-            #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v2(client)) == expected)
+            #expect(try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1(client)) == expected)
+            #expect(try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v2(client)) == expected)
         }
     }
 
@@ -77,18 +77,18 @@ struct GeoRoutingTests {
             let held = try BlockingClient(port: proxy.port)
             try held.send(ProxyHeaders.v1("81.2.69.160"))
             let heldOn = try #require(try held.readLine())
-            let next = try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
+            let next = try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
             #expect(Set([heldOn, next]) == ["eu-1", "eu-2"])
             // Unknown address, no fallback configured: any healthy backend serves.
             #expect(
                 ["eu-1", "eu-2", "na"].contains(
-                    try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("8.8.8.8"))
+                    try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1("8.8.8.8"))
                 )
             )
             // With the EU backends gone (dead and retired), a GB client is still served.
             let reservations = [try await first.kill(), try await second.kill()]
             for _ in 0..<3 {
-                #expect(try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "na")
+                #expect(try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160")) == "na")
             }
             withExtendedLifetime(reservations) {}
         }
@@ -148,12 +148,12 @@ struct GeoRoutingTests {
             r.onStop { process.kill() }
             let port = try #require(await process.listeningPort(), "got: \(process.text)")
             // 175.16.199.1 is CN/AS in the City database and unknown in the Country one.
-            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "as")
+            #expect(try BlockingClient.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "as")
 
             try Self.replace(live, with: PluginFixtures.database("GeoLite2-Country-Test.mmdb"), in: directory)
             #expect(
                 await eventually {
-                    (try? ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1"))) == "backup"
+                    (try? BlockingClient.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1"))) == "backup"
                 }
             )
 
@@ -166,8 +166,8 @@ struct GeoRoutingTests {
                 await eventually { process.text.contains("refused the new version of \(live)") },
                 "got: \(process.text)"
             )
-            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "backup")
-            #expect(try ProxyHeaders.greeting(port: port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
+            #expect(try BlockingClient.greeting(port: port, header: ProxyHeaders.v1("175.16.199.1")) == "backup")
+            #expect(try BlockingClient.greeting(port: port, header: ProxyHeaders.v1("81.2.69.160")) == "gb")
         }
     }
 
@@ -176,7 +176,7 @@ struct GeoRoutingTests {
         let staging = "\(directory)/staging.mmdb"
         try? FileManager.default.removeItem(atPath: staging)
         try FileManager.default.copyItem(atPath: source, toPath: staging)
-        guard rename(staging, path) == 0 else { throw BlockingClient.Failure(description: "rename failed") }
+        guard rename(staging, path) == 0 else { throw TestFailure("rename failed") }
     }
 
     @Test("PROXY headers: consumed, not forwarded; a client without a valid header is closed")
@@ -226,7 +226,7 @@ struct GeoRoutingTests {
             let traffic = Thread {
                 for _ in 0..<2_000 where !stop.withLockedValue({ $0 }) {
                     do {
-                        _ = try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
+                        _ = try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))
                         served.withLockedValue { $0 += 1 }
                     } catch {
                         failures.withLockedValue { $0.append("\(error)") }
@@ -241,7 +241,7 @@ struct GeoRoutingTests {
             #expect(await eventually { proxy.router.policy.name == "geo" })
             #expect(
                 await eventually {
-                    (try? ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))) == "gb"
+                    (try? BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1("81.2.69.160"))) == "gb"
                 }
             )
             try client.publish("setPolicy", "geo {\"database\": \"/no/such.mmdb\"}")

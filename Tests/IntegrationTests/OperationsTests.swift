@@ -156,7 +156,7 @@ struct OperationsTests {
             let backend = try await r.backend(.reportProxyHeader)
             let proxy = try await r.l4lb(backends: [backend.spec], ["--send-proxy-protocol", version.rawValue])
             let client = try BlockingClient(port: proxy.port)
-            let localPort = try #require(Self.localPort(of: client.fd))
+            let localPort = try #require(TestSocketAddress.localPort(of: client.fd))
             try client.send("hello")
             let report = try #require(try client.readLine())
             if version == .v1 {
@@ -185,14 +185,5 @@ struct OperationsTests {
             try v4.send(ProxyHeaders.v1("81.2.69.160", port: 4242))
             #expect(try v4.readLine() == "PROXY TCP4 81.2.69.160 127.0.0.1 4242 \(proxy.port)")
         }
-    }
-
-    private static func localPort(of fd: Int32) -> Int? {
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let status = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return status == 0 ? Int(UInt16(bigEndian: address.sin_port)) : nil
     }
 }

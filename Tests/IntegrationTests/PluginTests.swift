@@ -276,7 +276,7 @@ struct PluginTests {
             for source in sources {
                 for _ in 0..<2 {
                     byClient[source, default: []].insert(
-                        try ProxyHeaders.greeting(port: proxy.port, header: ProxyHeaders.v1(source))
+                        try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1(source))
                     )
                 }
             }

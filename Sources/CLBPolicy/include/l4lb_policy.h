@@ -123,7 +123,7 @@ typedef struct l4lb_policy_descriptor {
 
     /* Picks the backend for a client: an index into `backends` whose `healthy` is true, or
      * L4LB_PICK_NONE. Any other answer is a fault: l4lb counts it, logs it (rate-limited) and
-     * serves that client with its built-in round-robin. Called concurrently from every event loop;
+     * serves that client with its built-in round-robin. Called concurrently from every relay thread;
      * must not block. Required. */
     int64_t (*pick)(void *instance, const l4lb_address *client, const l4lb_backend *backends, size_t count);
 

@@ -3,7 +3,7 @@ import Atomics
 /// Live counters of one backend, shared by every pool snapshot that contains it, so that an update
 /// of the pool (a weight change, another backend added) never resets what policies read.
 ///
-/// Every counter is a relaxed atomic: event loops bump them concurrently and nobody needs ordering
+/// Every counter is a relaxed atomic: relay threads bump them concurrently and nobody needs ordering
 /// between two counters.
 public final class BackendCounters: Sendable {
     private let active = ManagedAtomic<Int>(0)

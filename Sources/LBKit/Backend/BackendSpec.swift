@@ -1,7 +1,7 @@
 /// What an operator says about one backend: where it is and its attributes.
 ///
-/// Written as `host:port[,weight=N][,region=NAME]` on the command line; a later control plane reads
-/// the same fields from JSON. Two specs with the same `address` are the same backend.
+/// Written as `host:port[,weight=N][,region=NAME]` on the command line; the control plane reads the
+/// same fields from JSON (`PoolDocument`). Two specs with the same `address` are the same backend.
 public struct BackendSpec: Hashable, Sendable, CustomStringConvertible {
     /// Weights are bounded so that schedules built from them stay small (HAProxy allows 0-256).
     public static let weightRange = 1...256

@@ -21,7 +21,7 @@ public final class RoutingTable: AtomicReference, Sendable {
 
 /// Holds the routing table and swaps it when the pool or the policy changes.
 ///
-/// Locking contract: readers (`table`, on every event loop, once per connection) do one atomic load
+/// Locking contract: readers (`table`, on every relay thread, once per connection) do one atomic load
 /// and never lock. Writers (flags at start, the control plane) are serialized by `updateLock`, which
 /// the data plane never takes.
 public final class Router: Sendable {

@@ -24,8 +24,8 @@ public struct ProxyConfiguration: Sendable {
     public var retryOnReset: Bool
     /// On shutdown, how long open connections may run on after accepting stopped.
     public var drainTimeout: TimeAmount
-    /// Event loops (threads); one per core by default.
-    public var eventLoopThreads: Int
+    /// Relay threads (`--threads`); one per core by default.
+    public var relayThreads: Int
     /// Listen queue length asked of the kernel (capped by net.core.somaxconn).
     public var backlog: Int
     /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
@@ -50,7 +50,7 @@ public struct ProxyConfiguration: Sendable {
         connectAttempts: Int = 3,
         retryOnReset: Bool = true,
         drainTimeout: TimeAmount = .seconds(10),
-        eventLoopThreads: Int = System.coreCount,
+        relayThreads: Int = System.coreCount,
         backlog: Int = 4096,
         maxPendingBytes: Int = 256 * 1024,
         acceptProxyProtocol: TimeAmount? = nil,
@@ -66,7 +66,7 @@ public struct ProxyConfiguration: Sendable {
         self.connectAttempts = connectAttempts
         self.retryOnReset = retryOnReset
         self.drainTimeout = drainTimeout
-        self.eventLoopThreads = eventLoopThreads
+        self.relayThreads = relayThreads
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
         self.acceptProxyProtocol = acceptProxyProtocol

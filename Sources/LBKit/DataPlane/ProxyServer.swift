@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// The data plane: accepts clients on every listen address and relays each to a backend that the
-/// router's policy picks, on `eventLoopThreads` relay threads (`RelayLoop`); a client and its backend
+/// router's policy picks, on `relayThreads` relay threads (`RelayLoop`); a client and its backend
 /// connection stay on the thread that accepted it.
 ///
 /// SwiftNIO is kept for what is not the relay: the health checker's probes run on an event loop of
@@ -74,7 +74,7 @@ public final class ProxyServer: Sendable {
     /// error, binding nothing, if any address fails.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
-        let threads = max(1, self.configuration.eventLoopThreads)
+        let threads = max(1, self.configuration.relayThreads)
         var loops: [RelayLoop] = []
         var addresses: [SocketAddress] = []
         var listening: [Int32] = []

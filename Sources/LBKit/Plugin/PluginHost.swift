@@ -12,7 +12,7 @@ import NIOCore
 /// the C struct's context and never released).
 public final class PluginHost: Sendable {
     /// Lines per plugin per second; the rest are counted and the count is logged with the next line,
-    /// so that a plugin logging on every pick cannot flood the log or slow its event loop for long.
+    /// so that a plugin logging on every pick cannot flood the log or slow its relay thread for long.
     public static let linesPerSecond = 20
     /// Longest message kept, in bytes; one line.
     public static let maximumMessageBytes = 1024

@@ -2,7 +2,7 @@
 ///
 /// The shape follows HAProxy's `lb_*.c` files: the algorithm is told about events (a new pool, a
 /// connection opened or closed) and builds whatever tables it needs off the hot path, in
-/// `makeSelector(for:)`; the pick itself runs concurrently on every event loop, must not block, take
+/// `makeSelector(for:)`; the pick itself runs concurrently on every relay thread, must not block, take
 /// a global lock or allocate.
 ///
 /// Everything crossing this interface maps onto C (addresses as bytes, backends as an index plus
@@ -15,10 +15,10 @@ public protocol LoadBalancingPolicy: AnyObject, Sendable {
     /// path, never concurrently with itself. Returns the selector that will serve picks for `pool`.
     func makeSelector(for pool: BackendPool) -> any BackendSelector
 
-    /// Called on the client's event loop after a backend was picked for a connection. Must not block.
+    /// Called on the client's relay thread after a backend was picked for a connection. Must not block.
     func connectionOpened(to backend: Backend)
 
-    /// Called on the client's event loop when a connection that `connectionOpened` announced ends,
+    /// Called on the client's relay thread when a connection that `connectionOpened` announced ends,
     /// whether its connect failed or it ran to completion. Must not block.
     func connectionClosed(to backend: Backend)
 }
@@ -31,7 +31,7 @@ extension LoadBalancingPolicy {
 /// Serves picks for one pool snapshot.
 public protocol BackendSelector: Sendable {
     /// Returns the index in the pool of the backend for this client, or nil when every backend is
-    /// excluded (or the pool is empty). Called concurrently from every event loop: no blocking, no
+    /// excluded (or the pool is empty). Called concurrently from every relay thread: no blocking, no
     /// global lock, no allocation.
     func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int?
 }

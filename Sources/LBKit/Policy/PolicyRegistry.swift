@@ -1,7 +1,7 @@
 import NIOConcurrencyHelpers
 
-/// Maps policy names to factories. Built-in policies register here at start; the plugin loader of a
-/// later change registers what it finds in the plugin directories.
+/// Maps policy names to factories. Built-in policies register here at start, then the plugin
+/// catalog registers each plugin it loaded (`PluginCatalog.register`).
 public final class PolicyRegistry: Sendable {
     public typealias Factory = @Sendable (PolicySpec) throws(L4LBError) -> any LoadBalancingPolicy
 

@@ -11,17 +11,12 @@ final class BlackholeListener {
     private var fillers: [Int32] = []
 
     init() {
-        let (listenFD, port, bound) = listenOnLoopback(backlog: 0)
-        self.listenFD = listenFD
-        self.port = port
-        var address = bound
-        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        (self.listenFD, self.port) = listenOnLoopback(backlog: 0)
+        let address = TestSocketAddress(host: "127.0.0.1", port: self.port)
         // Backlog 0 admits one finished handshake; a few non-blocking connects fill the queue for sure.
         for _ in 0..<3 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-            }
+            _ = address.withSockaddr { connect(fd, $0, $1) }
             self.fillers.append(fd)
         }
     }

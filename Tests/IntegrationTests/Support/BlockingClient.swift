@@ -7,45 +7,20 @@ import Glibc
 /// A plain blocking TCP client on a POSIX socket, with a receive and send timeout on every call so
 /// that no test can hang: the simplest honest client there is, nothing of l4lb's code in it.
 final class BlockingClient: @unchecked Sendable {
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-    }
-
     let fd: Int32
 
     init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
-        let isIPv6 = host.contains(":")
-        let fd = socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        let address = TestSocketAddress(host: host, port: port)
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let result: Int32
-        if isIPv6 {
-            var address = sockaddr_in6()
-            address.sin6_family = sa_family_t(AF_INET6)
-            address.sin6_port = in_port_t(UInt16(port).bigEndian)
-            inet_pton(AF_INET6, host, &address.sin6_addr)
-            result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            }
-        } else {
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            inet_pton(AF_INET, host, &address.sin_addr)
-            result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-        }
+        let result = address.withSockaddr { connect(fd, $0, $1) }
         guard result == 0 else {
             let message = String(cString: strerror(errno))
             Glibc.close(fd)
-            throw Failure(description: "connect to \(host):\(port): \(message)")
+            throw TestFailure("connect to \(host):\(port): \(message)")
         }
         self.fd = fd
     }
@@ -60,7 +35,7 @@ final class BlockingClient: @unchecked Sendable {
             let written = bytes[offset...].withUnsafeBytes {
                 Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
             }
-            guard written > 0 else { throw Failure(description: "send: \(String(cString: strerror(errno)))") }
+            guard written > 0 else { throw TestFailure("send: \(String(cString: strerror(errno)))") }
             offset += written
         }
     }
@@ -78,7 +53,7 @@ final class BlockingClient: @unchecked Sendable {
     func receive(maximum: Int = 65_536) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: maximum)
         let count = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
-        guard count >= 0 else { throw Failure(description: "recv: \(String(cString: strerror(errno)))") }
+        guard count >= 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
         return Array(buffer.prefix(count))
     }
 
@@ -89,7 +64,7 @@ final class BlockingClient: @unchecked Sendable {
             var byte: UInt8 = 0
             let count = recv(self.fd, &byte, 1, 0)
             if count == 0 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
-            guard count > 0 else { throw Failure(description: "recv: \(String(cString: strerror(errno)))") }
+            guard count > 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
             if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
             line.append(byte)
         }
@@ -122,9 +97,12 @@ final class BlockingClient: @unchecked Sendable {
     }
 
     /// One short exchange: connect, read the backend's greeting line, close.
-    static func greeting(port: Int, host: String = "127.0.0.1") throws -> String {
+    /// Connects, sends `header` (a PROXY protocol header, say) if any, and returns the first line
+    /// the backend sent: the name of a greeting backend.
+    static func greeting(port: Int, host: String = "127.0.0.1", header: [UInt8] = []) throws -> String {
         let client = try BlockingClient(port: port, host: host)
-        guard let line = try client.readLine() else { throw Failure(description: "closed before the greeting") }
+        if !header.isEmpty { try client.send(header) }
+        guard let line = try client.readLine() else { throw TestFailure("closed before the greeting") }
         return line
     }
 }

@@ -121,7 +121,8 @@ final class L4LBProcess: Sendable {
         return port
     }
 
-    private static func firstListeningPort(in text: String, marker: String = ": listening address=") -> Int? {
+    /// The port in the first line of `text` that has `marker` and an `address=host:port` field.
+    static func firstListeningPort(in text: String, marker: String = ": listening address=") -> Int? {
         for line in text.split(separator: "\n") where line.contains(marker) {
             guard let range = line.range(of: "address=") else { continue }
             let address = line[range.upperBound...].prefix { $0 != " " }

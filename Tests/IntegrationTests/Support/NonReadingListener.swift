@@ -11,7 +11,7 @@ final class NonReadingListener {
     private var accepted: Int32 = -1
 
     init() {
-        (self.listenFD, self.port, _) = listenOnLoopback(backlog: 16)
+        (self.listenFD, self.port) = listenOnLoopback(backlog: 16)
     }
 
     deinit {

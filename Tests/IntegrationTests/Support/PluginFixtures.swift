@@ -78,14 +78,4 @@ enum ProxyHeaders {
             source.contains(":") ? 0x21 : 0x11, 0, UInt8(payload.count),
         ] + payload
     }
-
-    /// Connects, sends `header`, and returns the greeting of the backend that served the client.
-    static func greeting(port: Int, header: [UInt8]) throws -> String {
-        let client = try BlockingClient(port: port)
-        try client.send(header)
-        guard let line = try client.readLine() else {
-            throw BlockingClient.Failure(description: "closed before the greeting")
-        }
-        return line
-    }
 }

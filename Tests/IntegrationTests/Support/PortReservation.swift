@@ -28,23 +28,14 @@ final class PortReservation: @unchecked Sendable {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else {
+        let bound = TestSocketAddress(host: "127.0.0.1", port: port).withSockaddr { bind(fd, $0, $1) } == 0
+        guard bound, let boundPort = TestSocketAddress.localPort(of: fd) else {
             let reason = String(cString: strerror(errno))
             close(fd)
-            throw PortReservationError(message: "cannot reserve 127.0.0.1:\(port): \(reason)")
+            throw TestFailure("cannot reserve 127.0.0.1:\(port): \(reason)")
         }
         self.fd = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        self.port = boundPort
     }
 
     deinit {
@@ -60,9 +51,4 @@ final class PortReservation: @unchecked Sendable {
             self.fd = -1
         }
     }
-}
-
-struct PortReservationError: Error, CustomStringConvertible {
-    let message: String
-    var description: String { self.message }
 }

@@ -1,10 +1,6 @@
 /// A strict parser of the Prometheus text exposition format (version 0.0.4), so that tests read
 /// /metrics the way a Prometheus server would, and fail on anything it would reject.
 struct PrometheusText {
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-    }
-
     struct Sample: Hashable {
         var name: String
         var labels: [String: String]
@@ -21,10 +17,10 @@ struct PrometheusText {
                 let parts = line.split(separator: " ")
                 guard parts.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3])
                 else {
-                    throw Failure(description: "line \(number + 1): bad TYPE line '\(line)'")
+                    throw TestFailure("line \(number + 1): bad TYPE line '\(line)'")
                 }
                 guard self.types[String(parts[2])] == nil else {
-                    throw Failure(description: "line \(number + 1): second TYPE for \(parts[2])")
+                    throw TestFailure("line \(number + 1): second TYPE for \(parts[2])")
                 }
                 self.types[String(parts[2])] = String(parts[3])
                 continue
@@ -35,7 +31,7 @@ struct PrometheusText {
         for sample in self.samples {
             let family = sample.name.hasSuffix("_total") ? sample.name : sample.name
             guard self.types[family] != nil || self.types[String(family.dropLast(6))] != nil else {
-                throw Failure(description: "sample \(sample.name) has no TYPE line")
+                throw TestFailure("sample \(sample.name) has no TYPE line")
             }
         }
     }
@@ -44,7 +40,7 @@ struct PrometheusText {
         var rest = Substring(line)
         let name = rest.prefix { $0.isLetter || $0.isNumber || $0 == "_" || $0 == ":" }
         guard let first = name.first, first.isLetter || first == "_" || first == ":" else {
-            throw Failure(description: "line \(number): bad metric name in '\(line)'")
+            throw TestFailure("line \(number): bad metric name in '\(line)'")
         }
         rest = rest.dropFirst(name.count)
         var labels: [String: String] = [:]
@@ -54,7 +50,7 @@ struct PrometheusText {
                 let key = rest.prefix { $0 != "=" }
                 rest = rest.dropFirst(key.count)
                 guard rest.hasPrefix("=\"") else {
-                    throw Failure(description: "line \(number): bad label in '\(line)'")
+                    throw TestFailure("line \(number): bad label in '\(line)'")
                 }
                 rest = rest.dropFirst(2)
                 var value = ""
@@ -69,17 +65,17 @@ struct PrometheusText {
                     rest = rest.dropFirst()
                 }
                 guard rest.hasPrefix("\"") else {
-                    throw Failure(description: "line \(number): unterminated label value")
+                    throw TestFailure("line \(number): unterminated label value")
                 }
                 rest = rest.dropFirst()
                 labels[String(key)] = value
                 if rest.hasPrefix(",") { rest = rest.dropFirst() }
-                guard !rest.isEmpty else { throw Failure(description: "line \(number): unterminated labels") }
+                guard !rest.isEmpty else { throw TestFailure("line \(number): unterminated labels") }
             }
             rest = rest.dropFirst()
         }
         guard rest.hasPrefix(" "), let value = Double(rest.dropFirst().split(separator: " ").first ?? "") else {
-            throw Failure(description: "line \(number): bad value in '\(line)'")
+            throw TestFailure("line \(number): bad value in '\(line)'")
         }
         return Sample(name: String(name), labels: labels, value: value)
     }
@@ -98,7 +94,7 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
     guard let headerEnd = response.range(of: "\r\n\r\n"),
         let status = Int(response.split(separator: " ").dropFirst().first ?? "")
     else {
-        throw BlockingClient.Failure(description: "not an HTTP response: \(response.prefix(80))")
+        throw TestFailure("not an HTTP response: \(response.prefix(80))")
     }
     return (status, String(response[headerEnd.upperBound...]))
 }

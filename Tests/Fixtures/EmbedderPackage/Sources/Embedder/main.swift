@@ -17,4 +17,6 @@ final class FirstHealthy: LoadBalancingPolicy {
 let router = Router(policy: FirstHealthy())
 try router.setPool([try BackendSpec(parsing: "127.0.0.1:9001"), try BackendSpec(parsing: "127.0.0.1:9002,weight=2")])
 let picked = router.table.selector.pick(for: .unspecified, excluding: .none)
-print("embedded LBKit: policy \(router.policy.name), \(router.pool.count) backends, picked \(picked.map { "\($0)" } ?? "none")")
+print(
+    "embedded LBKit: policy \(router.policy.name), \(router.pool.count) backends, picked \(picked.map { "\($0)" } ?? "none")"
+)
