@@ -47,13 +47,16 @@ enum HealthProbe {
     }
 }
 
-/// Succeeds the probe when the bytes read so far contain `expect`; fails it at EOF.
-private final class ExpectHandler: ChannelInboundHandler {
+/// Succeeds the probe when the bytes read so far contain `expect`; fails it at EOF, on an error, or
+/// once 64 KiB came without it. Completes the promise once: what happens after (the close that
+/// follows a success) changes nothing.
+final class ExpectHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let expect: String?
     private let promise: EventLoopPromise<Void>
     private var received = ""
+    private var done = false
 
     init(expect: String?, promise: EventLoopPromise<Void>) {
         self.expect = expect
@@ -61,21 +64,28 @@ private final class ExpectHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let expect = self.expect else { return }
+        guard let expect = self.expect, !self.done else { return }
         var buffer = self.unwrapInboundIn(data)
         self.received += buffer.readString(length: buffer.readableBytes) ?? ""
         if self.received.contains(expect) {
-            self.promise.succeed(())
+            self.complete(.success(()))
         } else if self.received.utf8.count > 64 * 1024 {
-            self.promise.fail(HealthProbe.Failed(description: "reply did not contain the expected string"))
+            self.complete(.failure(HealthProbe.Failed(description: "reply did not contain the expected string")))
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.promise.fail(HealthProbe.Failed(description: "closed before the expected reply"))
+        self.complete(.failure(HealthProbe.Failed(description: "closed before the expected reply")))
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        self.promise.fail(error)
+        self.complete(.failure(error))
+    }
+
+    private func complete(_ result: Result<Void, any Error>) {
+        guard !self.done else { return }
+        self.done = true
+        self.promise.completeWith(result)
     }
 }
