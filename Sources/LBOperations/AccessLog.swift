@@ -52,7 +52,7 @@ public final class AccessLog: ConnectionObserver {
     }
 
     public func connectionClosed(_ record: ConnectionRecord) {
-        let line = Self.line(record, format: self.format)
+        let line = Self.line(record, closedAt: Date(), format: self.format)
         self.submit { $0.lines.append(line) }
     }
 
@@ -106,9 +106,9 @@ public final class AccessLog: ConnectionObserver {
         return file
     }
 
-    /// The line for `record`, newline included.
-    public static func line(_ record: ConnectionRecord, format: Format) -> String {
-        let fields = AccessLogFields(record)
+    /// The line for `record`, closed at `time`, newline included.
+    public static func line(_ record: ConnectionRecord, closedAt time: Date, format: Format) -> String {
+        let fields = AccessLogFields(record, closedAt: time)
         switch format {
         case .json:
             return JSONText.encode(fields) + "\n"
@@ -143,8 +143,8 @@ struct AccessLogFields: Encodable {
         case retries
     }
 
-    init(_ record: ConnectionRecord) {
-        self.time = Timestamp.iso8601(record.time)
+    init(_ record: ConnectionRecord, closedAt time: Date) {
+        self.time = Timestamp.iso8601(time)
         self.client = record.client.description
         self.backend = record.backend?.description ?? "-"
         self.bytesFromClient = record.bytesFromClient

@@ -4,8 +4,10 @@ import LBKit
 /// Closed connections counted by why they ended, for `l4lb_connections_closed_total`: the metrics'
 /// connection observer, one relaxed increment per close.
 public final class ConnectionCloseCounts: ConnectionObserver {
-    /// Indexed like `ConnectionCloseReason.allCases`.
-    private let counts = ConnectionCloseReason.allCases.map { _ in ManagedAtomic<Int>(0) }
+    /// Built once: `allCases` makes a new array on every use, which a close must not pay for.
+    private static let reasons = ConnectionCloseReason.allCases
+    /// Indexed like `reasons`.
+    private let counts = ConnectionCloseCounts.reasons.map { _ in ManagedAtomic<Int>(0) }
 
     public init() {}
 
@@ -18,6 +20,6 @@ public final class ConnectionCloseCounts: ConnectionObserver {
     }
 
     private static func index(of reason: ConnectionCloseReason) -> Int {
-        ConnectionCloseReason.allCases.firstIndex(of: reason) ?? 0
+        Self.reasons.firstIndex(of: reason) ?? 0
     }
 }

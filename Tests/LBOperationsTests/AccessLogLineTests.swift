@@ -5,8 +5,8 @@ import Testing
 
 @Suite("Access-log lines")
 struct AccessLogLineTests {
+    static let time = Date(timeIntervalSince1970: 1_700_000_000.25)
     static let record = ConnectionRecord(
-        time: Date(timeIntervalSince1970: 1_700_000_000.25),
         client: ClientAddress(family: .ipv4, bytes: [192, 0, 2, 7], port: 40_000),
         backend: HostAndPort(host: "10.0.0.1", port: 80),
         bytesFromClient: 10,
@@ -19,7 +19,7 @@ struct AccessLogLineTests {
     @Test("logfmt: every field, in the documented order")
     func logfmt() {
         #expect(
-            AccessLog.line(Self.record, format: .logfmt)
+            AccessLog.line(Self.record, closedAt: Self.time, format: .logfmt)
                 == "time=2023-11-14T22:13:20.250Z client=192.0.2.7:40000 backend=10.0.0.1:80 bytes_from_client=10 "
                 + "bytes_from_backend=2000 duration_ms=1.234 reason=client-closed retries=1\n"
         )
@@ -30,7 +30,7 @@ struct AccessLogLineTests {
         var record = Self.record
         record.backend = nil
         record.reason = .noBackend
-        let line = AccessLog.line(record, format: .json)
+        let line = AccessLog.line(record, closedAt: Self.time, format: .json)
         #expect(line.hasSuffix("}\n") && line.filter { $0 == "\n" }.count == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         #expect(object["backend"] as? String == "-")

@@ -418,7 +418,6 @@ extension RelayLoop {
         }
         if !self.shared.observers.isEmpty {
             let record = ConnectionRecord(
-                time: Date(),
                 client: self.slots[slot].client,
                 backend: connected ? self.slots[slot].backend?.address : nil,
                 bytesFromClient: self.slots[slot].bytesFromClient,

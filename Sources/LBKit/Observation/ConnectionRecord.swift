@@ -1,5 +1,3 @@
-import Foundation
-
 /// Why a proxied connection ended: the access log's `reason` field and the label of
 /// `l4lb_connections_closed_total`.
 public enum ConnectionCloseReason: String, Equatable, Sendable, CaseIterable {
@@ -19,10 +17,10 @@ public enum ConnectionCloseReason: String, Equatable, Sendable, CaseIterable {
     case localError = "l4lb-error"
 }
 
-/// One closed client connection, as the data plane hands it to its observers.
+/// One closed client connection, as the data plane hands it to its observers, at the moment it
+/// closes (an observer that needs the wall-clock time reads it then; most do not, so the relay does
+/// not pay for it).
 public struct ConnectionRecord: Sendable {
-    /// When it closed.
-    public var time: Date
     /// The client (from the PROXY protocol header when one was accepted).
     public var client: ClientAddress
     /// The backend it ended with; nil when it never reached one.
@@ -37,7 +35,6 @@ public struct ConnectionRecord: Sendable {
     public var retries: Int
 
     public init(
-        time: Date,
         client: ClientAddress,
         backend: HostAndPort?,
         bytesFromClient: UInt64,
@@ -46,7 +43,6 @@ public struct ConnectionRecord: Sendable {
         reason: ConnectionCloseReason,
         retries: Int
     ) {
-        self.time = time
         self.client = client
         self.backend = backend
         self.bytesFromClient = bytesFromClient
