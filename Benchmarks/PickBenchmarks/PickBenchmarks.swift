@@ -4,8 +4,8 @@ import LBKit
 import Logging
 import Policies
 
-/// One pick of each policy over pools of 10, 100 and 1,000 backends: round-robin and
-/// least-connections (built in), source-hash (the C example plugin) and geo (the Swift plugin, a
+/// One pick of each policy over pools of 10, 100 and 1,000 backends: round-robin, least-connections
+/// and maglev (built in), source-hash (the C example plugin) and geo (the Swift plugin, a
 /// MaxMind lookup included), the plugins loaded from their .so files as l4lb loads them.
 ///
 /// Run with scripts/bench-picks, which builds the plugins and points L4LB_PLUGIN_DIR at them.
@@ -65,6 +65,7 @@ enum PickFixtures {
         return [
             PolicySpec(name: "round-robin"),
             PolicySpec(name: "least-connections"),
+            PolicySpec(name: "maglev"),
             PolicySpec(name: "source-hash"),
             PolicySpec(
                 name: "geo",

@@ -1,9 +1,9 @@
 import LBKit
 
-/// The policies compiled into l4lb. Neither takes a configuration; a spec that gives one is refused
-/// rather than silently ignored.
+/// The policies compiled into l4lb. round-robin and least-connections take no configuration (a spec
+/// that gives one is refused rather than silently ignored); maglev takes its table size and hash.
 public enum BuiltinPolicies {
-    public static let names = [RoundRobinPolicy.name, LeastConnectionsPolicy.name]
+    public static let names = [RoundRobinPolicy.name, LeastConnectionsPolicy.name, MaglevPolicy.name]
 
     /// Registers every built-in policy in `registry`.
     public static func register(in registry: PolicyRegistry) {
@@ -14,6 +14,9 @@ public enum BuiltinPolicies {
         registry.register(LeastConnectionsPolicy.name) { spec throws(L4LBError) in
             try requireNoConfiguration(spec)
             return LeastConnectionsPolicy()
+        }
+        registry.register(MaglevPolicy.name) { spec throws(L4LBError) in
+            try MaglevPolicy(spec: spec)
         }
     }
 

@@ -19,7 +19,7 @@ struct ExecutableTests {
             (["--listen", "nonsense"], "expected host:port"),
             (
                 ["--policy", "fastest"],
-                "unknown policy 'fastest' (available: geo, least-connections, round-robin, source-hash)"
+                "unknown policy 'fastest' (available: geo, least-connections, maglev, round-robin, source-hash)"
             ),
             (["--policy", "round-robin {not json"], "not valid JSON"),
             (

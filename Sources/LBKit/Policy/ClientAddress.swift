@@ -17,8 +17,12 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
     public var family: Family
     public var port: UInt16
     /// Sixteen address bytes in network order, stored as two words so the value needs no allocation.
-    private var high: UInt64 = 0
-    private var low: UInt64 = 0
+    @usableFromInline var high: UInt64 = 0
+    @usableFromInline var low: UInt64 = 0
+
+    /// The sixteen address bytes as two words, for hashing.
+    @inlinable
+    public var addressWords: (UInt64, UInt64) { (self.high, self.low) }
 
     public static let unspecified = ClientAddress(family: .unspecified, bytes: [], port: 0)
 
