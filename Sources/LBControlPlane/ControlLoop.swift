@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import LBKit
 import Logging
@@ -26,6 +27,8 @@ final class ControlLoop: @unchecked Sendable {
     private let statistics: ControlPlaneStatistics
     private let outbox: ControlOutbox
     private let wakeup: Wakeup
+    /// Set by the sentinel watcher when Sentinel announces a new master (nil without Sentinel).
+    private let masterSwitched: ManagedAtomic<Bool>?
     private var decisions: ControlDecisions
     private var nextStatusReport = NIODeadline.uptimeNanoseconds(0)
     private var names: RedisNames { self.configuration.names }
@@ -39,7 +42,8 @@ final class ControlLoop: @unchecked Sendable {
         logger: Logger,
         statistics: ControlPlaneStatistics,
         outbox: ControlOutbox,
-        wakeup: Wakeup
+        wakeup: Wakeup,
+        masterSwitched: ManagedAtomic<Bool>? = nil
     ) {
         self.configuration = configuration
         self.router = router
@@ -49,6 +53,7 @@ final class ControlLoop: @unchecked Sendable {
         self.statistics = statistics
         self.outbox = outbox
         self.wakeup = wakeup
+        self.masterSwitched = masterSwitched
     }
 
     /// Runs until `shouldStop` (checked after every wake-up). `firstSyncDone` is called once, right
@@ -90,19 +95,26 @@ final class ControlLoop: @unchecked Sendable {
         } while !shouldStop()
     }
 
-    /// Connects twice (subscriber and commands), subscribes, and reads the keys.
+    /// Connects twice (commands, then the subscriber to the same server: with Sentinel, the master
+    /// the sentinels name now), subscribes, and reads the keys.
     private func connect() throws -> (subscriber: RedisConnection, commands: RedisConnection) {
-        let subscriber = try RedisConnection(self.configuration.endpoint, timeout: self.configuration.commandTimeout)
-        let commands = try RedisConnection(self.configuration.endpoint, timeout: self.configuration.commandTimeout)
+        self.masterSwitched?.store(false, ordering: .relaxed)
+        let (commands, server) = try RedisConnection.open(
+            self.configuration.endpoint,
+            timeout: self.configuration.commandTimeout
+        )
+        let subscriber = try RedisConnection(server, timeout: self.configuration.commandTimeout)
         try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
         // Messages published from now on wait in the subscriber's buffer while the keys are read;
         // applying them afterwards is safe because every change is idempotent.
         try self.synchronize(commands)
         // Only now, with commands answered: a server that accepts connections but does not answer
         // (SIGSTOPped) is not "connected".
+        var metadata: Logger.Metadata = ["redis": "\(self.configuration.endpoint)"]
+        if server != self.configuration.endpoint { metadata["master"] = "\(server)" }
         self.logger.info(
             self.state == .disconnected ? "reconnected to Redis" : "connected to Redis",
-            metadata: ["redis": "\(self.configuration.endpoint)"]
+            metadata: metadata
         )
         self.state = .connected
         self.statistics.recordConnected()
@@ -117,6 +129,9 @@ final class ControlLoop: @unchecked Sendable {
         until shouldStop: () -> Bool
     ) throws {
         while !shouldStop() {
+            if self.masterSwitched?.exchange(false, ordering: .relaxed) == true {
+                throw RedisConnection.Failure(description: "Sentinel announced a new master")
+            }
             try self.sendOutbox(commands)
             let untilStatus = (self.nextStatusReport - .now()).nanoseconds / 1_000_000
             let timeout = self.outbox.status == nil ? -1 : Int32(clamping: max(0, untilStatus))

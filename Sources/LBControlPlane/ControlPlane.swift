@@ -25,6 +25,8 @@ public final class ControlPlane: Sendable {
     private let finished = Completion()
     private let wakeup: Wakeup
     private let outbox: ControlOutbox
+    /// With a Sentinel URL: follows +switch-master.
+    private let sentinelWatcher: SentinelWatcher
 
     /// - Parameter initialPolicy: the spec of the policy the router starts with (from `--policy`);
     ///   seeds the `policy` key when it is missing.
@@ -42,6 +44,12 @@ public final class ControlPlane: Sendable {
         self.logger = logger
         self.wakeup = Wakeup()
         self.outbox = ControlOutbox(wakeup: self.wakeup)
+        self.sentinelWatcher = SentinelWatcher(
+            endpoint: configuration.endpoint,
+            timeout: configuration.commandTimeout,
+            logger: logger,
+            wakeup: self.wakeup
+        )
     }
 
     /// Queues `json` for publication on the `events` channel; the control thread, woken, sends it at
@@ -68,8 +76,10 @@ public final class ControlPlane: Sendable {
             logger: self.logger,
             statistics: self.statistics,
             outbox: self.outbox,
-            wakeup: self.wakeup
+            wakeup: self.wakeup,
+            masterSwitched: self.sentinelWatcher.switched
         )
+        self.sentinelWatcher.start()
         let stopRequested = self.stopRequested
         let firstSync = self.firstSync
         let finished = self.finished
@@ -82,6 +92,9 @@ public final class ControlPlane: Sendable {
         await firstSync.wait()
     }
 
+    /// With a Sentinel URL: whether a sentinel's `+switch-master` announcements are being followed.
+    public var isFollowingSentinel: Bool { self.sentinelWatcher.isSubscribed }
+
     /// Whether the control thread runs: from `start()` until `stop()` has returned.
     public var isRunning: Bool { self.started.load(ordering: .relaxed) && !self.finished.isComplete }
 
@@ -89,6 +102,7 @@ public final class ControlPlane: Sendable {
     /// once if it never started.
     public func stop() async {
         self.stopRequested.store(true, ordering: .relaxed)
+        self.sentinelWatcher.stop()
         self.wakeup.signal()
         guard self.started.load(ordering: .relaxed) else { return }
         await self.finished.wait()

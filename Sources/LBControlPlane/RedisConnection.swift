@@ -30,6 +30,8 @@ public final class RedisConnection {
             context = redisConnectWithTimeout(host, Int32(port), timeval)
         case .unix(let path):
             context = redisConnectUnixWithTimeout(path, timeval)
+        case .sentinel:
+            throw Failure(description: "\(endpoint) names sentinels, not a server: use RedisConnection.open")
         }
         guard let context else { throw Failure(description: "cannot allocate a hiredis context") }
         guard context.pointee.err == 0 else {
@@ -54,6 +56,20 @@ public final class RedisConnection {
 
     deinit {
         redisFree(self.context)
+    }
+
+    /// A connection to `endpoint`, or with a Sentinel URL to the master the sentinels name now (and
+    /// that says it is master); the endpoint actually reached comes with it.
+    public static func open(
+        _ endpoint: RedisEndpoint,
+        timeout: TimeAmount = .seconds(3)
+    ) throws(Failure) -> (
+        RedisConnection, RedisEndpoint
+    ) {
+        guard case .sentinel = endpoint.transport else {
+            return (try RedisConnection(endpoint, timeout: timeout), endpoint)
+        }
+        return try SentinelClient.connectToMaster(endpoint, timeout: timeout)
     }
 
     /// Sends one command and waits for its reply. A Redis error reply is returned, not thrown;

@@ -1,12 +1,18 @@
 import LBKit
 
-/// Where the control plane's Redis is: `redis://[[user]:password@]host[:port][/db]` or
-/// `unix:///path/to/redis.sock`.
+/// Where the control plane's Redis is: `redis://[[user]:password@]host[:port][/db]`,
+/// `unix:///path/to/redis.sock`, or the sentinels that know the master,
+/// `redis+sentinel://[[user]:password@]host[:port],host[:port]/MASTER[/db]`.
 public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {
     public enum Transport: Hashable, Sendable {
         case tcp(host: String, port: Int)
         case unix(path: String)
+        /// Redis Sentinel: ask these sentinels which server is master `master` now.
+        case sentinel(sentinels: [HostAndPort], master: String)
     }
+
+    /// The port sentinels listen on unless told otherwise.
+    public static let defaultSentinelPort = 26_379
 
     public var transport: Transport
     public var username: String?
@@ -30,13 +36,15 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {
             self.init(transport: .unix(path: path))
             return
         }
-        guard url.hasPrefix("redis://") else {
+        let isSentinel = url.hasPrefix("redis+sentinel://")
+        guard url.hasPrefix("redis://") || isSentinel else {
             throw L4LBError(
                 .invalidValue,
-                "--redis '\(text)': expected redis://[:password@]host[:port][/db] or unix:///path"
+                "--redis '\(text)': expected redis://[:password@]host[:port][/db], "
+                    + "redis+sentinel://[:password@]host[:port],.../master[/db] or unix:///path"
             )
         }
-        var rest = Substring(url.dropFirst("redis://".count))
+        var rest = Substring(url.dropFirst(isSentinel ? "redis+sentinel://".count : "redis://".count))
         var username: String?
         var password: String?
         if let at = rest.lastIndex(of: "@") {
@@ -48,6 +56,10 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {
             } else {
                 password = String(credentials)
             }
+        }
+        if isSentinel {
+            try self.init(sentinelPart: rest, username: username, password: password, text: text)
+            return
         }
         var database = 0
         if let slash = rest.firstIndex(of: "/") {
@@ -81,6 +93,58 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {
         )
     }
 
+    /// `host[:port],host[:port]/MASTER[/db]`, after `redis+sentinel://` and the credentials.
+    private init(sentinelPart rest: Substring, username: String?, password: String?, text: String) throws(L4LBError) {
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3, !parts[1].isEmpty else {
+            throw L4LBError(
+                .invalidValue,
+                "--redis '\(text)': a sentinel URL names the master: redis+sentinel://host:26379,.../mymaster[/db]"
+            )
+        }
+        var sentinels: [HostAndPort] = []
+        for item in parts[0].split(separator: ",", omittingEmptySubsequences: false) {
+            guard !item.isEmpty else { throw L4LBError(.invalidValue, "--redis '\(text)': an empty sentinel address") }
+            let hasPort = item.hasPrefix("[") ? item.contains("]:") : item.contains(":")
+            do {
+                let address = try HostAndPort(parsing: hasPort ? String(item) : "\(item):\(Self.defaultSentinelPort)")
+                sentinels.append(address)
+            } catch {
+                throw L4LBError(.invalidValue, "--redis '\(text)': sentinel \(item): \(error.message)")
+            }
+        }
+        let master = String(parts[1])
+        guard master.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw L4LBError(
+                .invalidValue,
+                "--redis '\(text)': master name '\(master)' has characters Sentinel does not use"
+            )
+        }
+        var database = 0
+        if parts.count == 3, !parts[2].isEmpty {
+            guard let number = Int(parts[2]), number >= 0 else {
+                throw L4LBError(.invalidValue, "--redis '\(text)': database '\(parts[2])' is not a number")
+            }
+            database = number
+        }
+        self.init(
+            transport: .sentinel(sentinels: sentinels, master: master),
+            username: username,
+            password: password,
+            database: database
+        )
+    }
+
+    /// This endpoint with the master's address in place of the sentinels.
+    func master(at address: HostAndPort) -> RedisEndpoint {
+        RedisEndpoint(
+            transport: .tcp(host: address.host, port: address.port),
+            username: self.username,
+            password: self.password,
+            database: self.database
+        )
+    }
+
     /// The URL without its password, for logs.
     public var description: String {
         let credentials = self.password == nil ? "" : "\(self.username ?? ""):***@"
@@ -90,6 +154,9 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible {
             return "redis://\(credentials)\(address)" + (self.database == 0 ? "" : "/\(self.database)")
         case .unix(let path):
             return "unix://\(path)"
+        case .sentinel(let sentinels, let master):
+            return "redis+sentinel://\(credentials)\(sentinels.map(\.description).joined(separator: ","))/\(master)"
+                + (self.database == 0 ? "" : "/\(self.database)")
         }
     }
 }

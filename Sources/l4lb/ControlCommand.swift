@@ -83,7 +83,10 @@ private func connect(_ options: RedisOptions) throws -> (RedisConnection, RedisN
         guard let configuration = try options.makeConfiguration() else {
             preconditionFailure("--redis has a default here")
         }
-        return (try RedisConnection(configuration.endpoint, timeout: configuration.commandTimeout), configuration.names)
+        return (
+            try RedisConnection.open(configuration.endpoint, timeout: configuration.commandTimeout).0,
+            configuration.names
+        )
     } catch let error as L4LBError {
         throw exitWithOperatorError(error.message)
     } catch {

@@ -10,19 +10,21 @@ extension TestResources {
     /// Starts l4lb with `flags` (the binary's own flags) after `--listen 127.0.0.1:0` (unless `flags`
     /// has a `--listen`), `--threads 2`
     /// and one `--backend` per spec; `tune` adjusts the checked settings where no flag exists
-    /// (the control plane's reconnect delays). Stopped when the test ends.
+    /// (the control plane's reconnect delays). Logs go to `logger` (none by default). Stopped when
+    /// the test ends.
     func l4lb(
         backends: [BackendSpec] = [],
         _ flags: [String] = [],
+        logger: Logger? = nil,
         tune: (inout RunCommand.Settings) -> Void = { _ in }
     ) async throws -> Application {
         let listen = flags.contains("--listen") ? [] : ["--listen", "127.0.0.1:0"]
         let arguments = listen + ["--threads", "2"] + backends.flatMap { ["--backend", $0.description] } + flags
         var settings = try RunCommand.parse(arguments).makeAllSettings()
         tune(&settings)
-        var logger = Logger(label: "l4lb-test")
-        logger.logLevel = .critical
-        let application = try buildApplication(settings, logger: logger)
+        var quiet = Logger(label: "l4lb-test")
+        quiet.logLevel = .critical
+        let application = try buildApplication(settings, logger: logger ?? quiet)
         self.onStop { await application.stop() }
         try await application.start()
         return application

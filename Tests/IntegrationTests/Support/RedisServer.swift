@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 /// A real redis-server on 127.0.0.1, started for one test and stopped by PID. Its data directory is
-/// private, so a restart after SAVE finds what was saved.
+/// private, so a restart after SAVE finds what was saved. With `sentinelConfiguration` it is a
+/// sentinel (`redis-server FILE --sentinel`) instead.
 final class RedisServer: @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible {
         let description: String
@@ -17,13 +18,22 @@ final class RedisServer: @unchecked Sendable {
 
     private(set) var port: Int
     let directory: URL
+    /// More redis-server arguments (`--replicaof ...`, `--requirepass ...`).
+    private let arguments: [String]
+    /// Lines of a sentinel's configuration file; nil for a plain server.
+    private let sentinelConfiguration: [String]?
+    /// The password clients give (`requirepass`), if any.
+    let password: String?
     private var process: Process?
     /// Holds the port while the server is down, so that a parallel test's server cannot take it and
     /// be mistaken for this one by an l4lb that reconnects.
     private var reservation: PortReservation?
 
     /// Starts redis-server; fails the test (never skips it) if it cannot start.
-    init() async throws {
+    init(arguments: [String] = [], sentinelConfiguration: [String]? = nil, password: String? = nil) async throws {
+        self.arguments = arguments
+        self.sentinelConfiguration = sentinelConfiguration
+        self.password = password
         let reservation = PortReservation()
         self.port = reservation.port
         self.reservation = reservation
@@ -51,7 +61,9 @@ final class RedisServer: @unchecked Sendable {
     }
 
     var url: String { "redis://127.0.0.1:\(self.port)" }
-    var endpoint: RedisEndpoint { RedisEndpoint(transport: .tcp(host: "127.0.0.1", port: self.port)) }
+    var endpoint: RedisEndpoint {
+        RedisEndpoint(transport: .tcp(host: "127.0.0.1", port: self.port), password: self.password)
+    }
 
     /// Restarts the server on the same port and directory. redis-server cannot share the port with
     /// the reservation, so the port is free for a moment before redis binds it; an outgoing connection
@@ -75,12 +87,20 @@ final class RedisServer: @unchecked Sendable {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "--port", "\(self.port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", self.directory.path, "--dbfilename", "dump.rdb", "--daemonize", "no",
+        let common = [
+            "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path, "--daemonize", "no",
             // For scripts/test, which stops by this PID a server whose test process crashed.
             "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
         ]
+        if let lines = self.sentinelConfiguration {
+            // A sentinel rewrites its file (what it learns about replicas and peers): a private copy.
+            let file = self.directory.appendingPathComponent("sentinel.conf")
+            try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+            process.arguments = [file.path, "--sentinel"] + common + self.arguments
+        } else {
+            process.arguments =
+                common + ["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"] + self.arguments
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         self.reservation?.release()
