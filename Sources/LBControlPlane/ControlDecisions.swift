@@ -35,6 +35,9 @@ struct ControlDecisions {
         var applied = 0
         /// Messages and key values refused as bad input.
         var refused = 0
+        /// Read `serverPool` again once the rest is carried out (a reloadPool message, or a
+        /// keyspace notification of a write to the key).
+        var reloadPool = false
     }
 
     typealias MakePolicy = (PolicySpec) throws(L4LBError) -> any LoadBalancingPolicy
@@ -80,6 +83,8 @@ struct ControlDecisions {
                 continue
             }
             switch message {
+            case .reloadPool:
+                decision.reloadPool = true
             case .setPolicy(let spec):
                 self.setPolicy(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
             case .addServer(let spec):
@@ -98,8 +103,10 @@ struct ControlDecisions {
         if !keyUpdates.isEmpty {
             // Written even when nothing changed here: the key may not have caught up yet.
             decision.commands.append(
-                ["EVAL", PoolUpdateScript.source, "1", self.names.serverPoolKey, PoolDocument.encode(pool)]
-                    + keyUpdates
+                [
+                    "EVAL", PoolUpdateScript.source, "2", self.names.serverPoolKey, self.names.serverPoolMetaKey,
+                    PoolDocument.encode(pool),
+                ] + keyUpdates
             )
         }
         return decision

@@ -104,7 +104,12 @@ final class ControlLoop: @unchecked Sendable {
             timeout: self.configuration.commandTimeout
         )
         let subscriber = try RedisConnection(server, timeout: self.configuration.commandTimeout)
-        try subscriber.send(["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) })
+        // The control channels, and the key's own notifications: a SET serverPool written by hand is
+        // noticed when the server has notify-keyspace-events on (reloadPool works either way).
+        try subscriber.send(
+            ["SUBSCRIBE"] + ControlChannel.allCases.map { self.names.channel($0) }
+                + [self.names.keyspaceChannel(database: server.database)]
+        )
         // Messages published from now on wait in the subscriber's buffer while the keys are read;
         // applying them afterwards is safe because every change is idempotent.
         try self.synchronize(commands)
@@ -118,6 +123,7 @@ final class ControlLoop: @unchecked Sendable {
         )
         self.state = .connected
         self.statistics.recordConnected()
+        self.statistics.recordContact()
         self.nextStatusReport = .uptimeNanoseconds(0)
         return (subscriber, commands)
     }
@@ -139,6 +145,7 @@ final class ControlLoop: @unchecked Sendable {
                 self.wakeup.reset()
                 continue
             }
+            self.statistics.recordContact()
             // What else arrives within a few milliseconds is applied with it: a burst becomes one
             // pool change, at the cost of at most `batchWindow` of delay.
             var batch = [reply]
@@ -169,9 +176,11 @@ final class ControlLoop: @unchecked Sendable {
 
     // MARK: Events and status
 
-    /// How often the status key is rewritten, and how long it lives without a rewrite.
-    private static let statusInterval = TimeAmount.seconds(5)
-    private static let statusTTLSeconds = 15
+    /// How long the status key lives without a rewrite: three rewrites, at least a second.
+    private var statusTTLMilliseconds: Int64 {
+        if let ttl = self.configuration.statusTimeToLive { return max(1, ttl.nanoseconds / 1_000_000) }
+        return max(1000, self.configuration.statusInterval.nanoseconds * 3 / 1_000_000)
+    }
 
     private func sendOutbox(_ commands: RedisConnection) throws {
         let (events, dropped) = self.outbox.drain()
@@ -185,10 +194,12 @@ final class ControlLoop: @unchecked Sendable {
             try commands.command(["PUBLISH", self.names.eventsChannel, event])
         }
         guard let status = self.outbox.status, NIODeadline.now() >= self.nextStatusReport else { return }
-        self.nextStatusReport = .now() + Self.statusInterval
+        self.nextStatusReport = .now() + self.configuration.statusInterval
         try commands.command([
-            "SET", self.names.statusKey(instance: status.instance), status.make(), "EX", "\(Self.statusTTLSeconds)",
+            "SET", self.names.statusKey(instance: status.instance), status.make(), "PX",
+            "\(self.statusTTLMilliseconds)",
         ])
+        self.statistics.recordContact()
     }
 
     // MARK: Reading the keys
@@ -206,23 +217,31 @@ final class ControlLoop: @unchecked Sendable {
         switch try commands.command(["GET", self.names.serverPoolKey]) {
         case .string(let text):
             try self.carryOut(self.decisions.poolKey(text, pool: self.router.pool.specs), commands: commands)
+            try self.readPoolVersion(commands)
         case .null:
             let specs = self.router.pool.specs
             if specs.isEmpty {
                 self.logger.warning(
                     "no \(self.names.serverPoolKey) key and no --backend: the pool is empty until a backend is added"
                 )
-            } else if try commands.command(["SET", self.names.serverPoolKey, PoolDocument.encode(specs), "NX"])
-                == .null,
-                case .string(let text) = try commands.command(["GET", self.names.serverPoolKey])
-            {
-                // Another instance seeded the key first: its pool wins.
-                try self.carryOut(self.decisions.poolKey(text, pool: specs), commands: commands)
             } else {
-                self.logger.info(
-                    "seeded \(self.names.serverPoolKey) with the pool in use",
-                    metadata: ["backends": "\(specs.count)"]
-                )
+                // Written only if the key is still missing (the script's fallback): another instance
+                // may have seeded it first, and then its pool wins.
+                let version = try commands.command([
+                    "EVAL", PoolUpdateScript.source, "2", self.names.serverPoolKey, self.names.serverPoolMetaKey,
+                    PoolDocument.encode(specs),
+                ])
+                if case .string(let text) = try commands.command(["GET", self.names.serverPoolKey]),
+                    (try? PoolDocument.decode(text)) != specs
+                {
+                    try self.carryOut(self.decisions.poolKey(text, pool: specs), commands: commands)
+                } else {
+                    self.logger.info(
+                        "seeded \(self.names.serverPoolKey) with the pool in use",
+                        metadata: ["backends": "\(specs.count)"]
+                    )
+                }
+                if case .integer(let number) = version { self.statistics.recordPoolVersion(number) }
             }
         case let other:
             self.logger.warning("unexpected reply to GET \(self.names.serverPoolKey)", metadata: ["reply": "\(other)"])
@@ -242,10 +261,14 @@ final class ControlLoop: @unchecked Sendable {
         for reply in replies {
             // Pub/sub pushes arrive as ["message", channel, payload]; subscribe confirmations are ignored.
             guard case .array(let parts) = reply, parts.count == 3, parts[0].text == "message",
-                let channelName = parts[1].text, let payload = parts[2].text,
-                let channel = self.names.controlChannel(named: channelName)
+                let channelName = parts[1].text, let payload = parts[2].text
             else { continue }
-            burst.append(.init(channel: channel, channelName: channelName, payload: payload))
+            if channelName == self.keyspaceChannel {
+                // A write of serverPool by anyone, l4lb included: read the key again.
+                burst.append(.init(channel: .reloadPool, channelName: channelName, payload: payload))
+            } else if let channel = self.names.controlChannel(named: channelName) {
+                burst.append(.init(channel: channel, channelName: channelName, payload: payload))
+            }
         }
         guard !burst.isEmpty else { return }
         let decision = self.decisions.messages(
@@ -255,6 +278,16 @@ final class ControlLoop: @unchecked Sendable {
             resolve: { address throws(L4LBError) in _ = try BackendResolver.resolve(address) }
         )
         try self.carryOut(decision, commands: commands)
+    }
+
+    private var keyspaceChannel: String {
+        self.names.keyspaceChannel(database: self.configuration.endpoint.database)
+    }
+
+    /// Reads the version beside `serverPool` into the statistics (0 when nothing has written one).
+    private func readPoolVersion(_ commands: RedisConnection) throws {
+        let reply = try commands.command(["HGET", self.names.serverPoolMetaKey, "version"])
+        self.statistics.recordPoolVersion(reply.text.flatMap { Int($0) } ?? 0)
     }
 
     /// Installs, logs, counts and sends what `decision` says, in that order.
@@ -283,12 +316,25 @@ final class ControlLoop: @unchecked Sendable {
         for _ in 0..<max(0, applied) { self.statistics.recordApplied() }
         for _ in 0..<decision.refused { self.statistics.recordRefused() }
         for command in decision.commands {
-            if case .error(let error) = try commands.command(command) {
+            switch try commands.command(command) {
+            case .error(let error):
                 self.logger.warning(
                     "Redis refused \(command[0]) \(command.count > 3 ? command[3] : command[1])",
                     metadata: ["error": "\(error)"]
                 )
+            case .integer(let version) where command[0] == "EVAL":
+                // PoolUpdateScript answers the version of the pool after it.
+                self.statistics.recordPoolVersion(version)
+            default:
+                break
             }
+        }
+        self.statistics.recordContact()
+        if decision.reloadPool, case .string(let text) = try commands.command(["GET", self.names.serverPoolKey]) {
+            var reloaded = self.decisions.poolKey(text, pool: self.router.pool.specs)
+            reloaded.reloadPool = false
+            try self.carryOut(reloaded, commands: commands)
+            try self.readPoolVersion(commands)
         }
     }
 }

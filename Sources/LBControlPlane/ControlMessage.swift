@@ -5,6 +5,8 @@ public enum ControlChannel: String, CaseIterable, Sendable {
     case addServer
     case removeServer
     case setPolicy
+    /// Read `serverPool` again (after it was written directly with SET); the payload is ignored.
+    case reloadPool
 }
 
 /// One decoded control message. Decoding checks everything a message can get wrong, so applying it
@@ -14,6 +16,7 @@ public enum ControlMessage: Hashable, Sendable, CustomStringConvertible {
     case addServer(BackendSpec)
     case removeServer(HostAndPort)
     case setPolicy(PolicySpec)
+    case reloadPool
 
     /// Payloads longer than this are refused unread: a control message is one line.
     public static let maximumPayloadLength = 64 * 1024
@@ -36,6 +39,8 @@ public enum ControlMessage: Hashable, Sendable, CustomStringConvertible {
             self = .removeServer(spec.address)
         case .setPolicy:
             self = .setPolicy(try PolicySpec(parsing: text))
+        case .reloadPool:
+            self = .reloadPool
         }
     }
 
@@ -44,6 +49,7 @@ public enum ControlMessage: Hashable, Sendable, CustomStringConvertible {
         case .addServer(let spec): return "addServer \(spec)"
         case .removeServer(let address): return "removeServer \(address)"
         case .setPolicy(let spec): return "setPolicy \(spec)"
+        case .reloadPool: return "reloadPool"
         }
     }
 

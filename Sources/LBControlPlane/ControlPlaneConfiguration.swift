@@ -10,6 +10,11 @@ public struct ControlPlaneConfiguration: Sendable {
     /// First wait before reconnecting after Redis is lost; doubles up to `maximumReconnectDelay`.
     public var initialReconnectDelay: TimeAmount
     public var maximumReconnectDelay: TimeAmount
+    /// How often the instance's status key is rewritten.
+    public var statusInterval: TimeAmount = .seconds(5)
+    /// How long the status key lives without a rewrite, so that a dead instance's status expires;
+    /// three intervals (at least a second) unless set.
+    public var statusTimeToLive: TimeAmount?
 
     public init(
         endpoint: RedisEndpoint,

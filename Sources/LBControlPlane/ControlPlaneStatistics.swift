@@ -1,4 +1,5 @@
 import Atomics
+import Foundation
 import LBKit
 
 /// What the control plane has done, for logs, tests and the metrics endpoint.
@@ -7,6 +8,10 @@ public final class ControlPlaneStatistics: ControlPlaneStatus {
     private let refused = ManagedAtomic<Int>(0)
     private let connected = ManagedAtomic<Bool>(false)
     private let connects = ManagedAtomic<Int>(0)
+    /// -1 while unknown.
+    private let version = ManagedAtomic<Int>(-1)
+    /// Milliseconds since 1970; 0 before the first contact.
+    private let contact = ManagedAtomic<Int64>(0)
 
     public init() {}
 
@@ -18,6 +23,21 @@ public final class ControlPlaneStatistics: ControlPlaneStatus {
     public var isConnected: Bool { self.connected.load(ordering: .relaxed) }
     /// Successful connects to Redis so far (1 after the first, 2 after a reconnect, ...).
     public var connectCount: Int { self.connects.load(ordering: .relaxed) }
+
+    public var poolVersion: Int? {
+        let version = self.version.load(ordering: .relaxed)
+        return version < 0 ? nil : version
+    }
+
+    public var lastContact: Date? {
+        let milliseconds = self.contact.load(ordering: .relaxed)
+        return milliseconds == 0 ? nil : Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    func recordPoolVersion(_ version: Int) { self.version.store(version, ordering: .relaxed) }
+    func recordContact() {
+        self.contact.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
+    }
 
     func recordApplied() { self.applied.wrappingIncrement(ordering: .relaxed) }
     func recordRefused() { self.refused.wrappingIncrement(ordering: .relaxed) }

@@ -47,7 +47,7 @@ struct PoolEditor {
             self.entries[index] = nil
             self.count -= 1
             return .removed(address)
-        case .setPolicy:
+        case .setPolicy, .reloadPool:
             return nil
         }
     }

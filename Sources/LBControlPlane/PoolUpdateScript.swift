@@ -6,7 +6,11 @@
 /// message about an address decides its presence, whichever instance runs last: instances converge,
 /// and the key never holds an address twice.
 ///
-/// KEYS[1] the pool key. ARGV[1] the instance's whole pool as JSON, written when the key is missing,
+/// KEYS[1] the pool key, KEYS[2] the hash beside it (`version`, `changed_at`): every write of the
+/// pool adds one to the version and records the server's time; a run that changes nothing writes
+/// nothing. The script returns the version after it.
+///
+/// ARGV[1] the instance's whole pool as JSON, written when the key is missing,
 /// is not a JSON array, or holds an entry that is plainly not a backend (so a broken key is repaired
 /// by the next change instead of blocking every change). Then, for each change, three arguments:
 /// "add" or "remove", the address, and the entry as JSON (for add; empty for remove). The entry check
@@ -26,6 +30,11 @@ enum PoolUpdateScript {
           local port = tonumber(string.match(address, ':(%d+)$'))
           return port ~= nil and port >= 1 and port <= 65535
         end
+        local function changed()
+          local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+          redis.call('HSET', KEYS[2], 'changed_at', redis.call('TIME')[1])
+          return version
+        end
         local raw = redis.call('GET', KEYS[1])
         local ok, pool = false, nil
         if raw then ok, pool = pcall(cjson.decode, raw) end
@@ -37,7 +46,7 @@ enum PoolUpdateScript {
         end
         if not valid then
           redis.call('SET', KEYS[1], ARGV[1])
-          return 'replaced'
+          return changed()
         end
         local out, at = {}, {}
         for _, entry in ipairs(pool) do
@@ -67,11 +76,18 @@ enum PoolUpdateScript {
         for _, entry in ipairs(out) do
           if entry then table.insert(kept, entry) end
         end
+        local same = #kept == #pool
+        for i = 1, #kept do
+          if same and cjson.encode(kept[i]) ~= cjson.encode(pool[i]) then same = false end
+        end
+        if same then
+          return tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+        end
         if #kept == 0 then
           redis.call('SET', KEYS[1], '[]')
         else
           redis.call('SET', KEYS[1], cjson.encode(kept))
         end
-        return 'updated'
+        return changed()
         """
 }

@@ -13,6 +13,15 @@ public struct RedisNames: Hashable, Sendable {
 
     public var serverPoolKey: String { self.name("serverPool") }
     public var policyKey: String { self.name("policy") }
+    /// A hash beside `serverPool`: `version` (one more at every change l4lb writes) and
+    /// `changed_at` (the server's time of that change, in seconds).
+    public var serverPoolMetaKey: String { self.name("serverPool:meta") }
+
+    /// The keyspace-notification channel of `serverPool` in `database`: it carries every write of
+    /// the key, l4lb's or anyone's, when the server has notify-keyspace-events on.
+    public func keyspaceChannel(database: Int) -> String {
+        "__keyspace@\(database)__:\(self.serverPoolKey)"
+    }
     public func channel(_ channel: ControlChannel) -> String { self.name(channel.rawValue) }
     /// The channel health events are published on.
     public var eventsChannel: String { self.name("events") }

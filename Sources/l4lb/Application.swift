@@ -161,7 +161,7 @@ final class Application: Sendable {
             instance: self.settings.proxy.instanceID,
             startedAt: self.startedAt,
             router: self.router,
-            redisConnected: self.controlPlane?.statistics.isConnected
+            controlPlane: self.controlPlane?.statistics
         )
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LBControlPlane
 import LBKit
 
@@ -8,7 +9,9 @@ struct ControlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ctl",
         abstract: "Manage running l4lb instances through Redis.",
-        subcommands: [AddServer.self, RemoveServer.self, SetPolicy.self, ShowPool.self]
+        subcommands: [
+            AddServer.self, RemoveServer.self, SetPolicy.self, ShowPool.self, ReloadPool.self, Instances.self,
+        ]
     )
 
     struct AddServer: ParsableCommand {
@@ -42,6 +45,34 @@ struct ControlCommand: ParsableCommand {
         @OptionGroup var redis: RedisOptions
 
         func run() throws { try publish(.setPolicy, self.policy, self.redis) }
+    }
+
+    struct ReloadPool: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reload-pool",
+            abstract: "Make every instance read serverPool again (after writing it directly with SET)."
+        )
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws { try publish(.reloadPool, "", self.redis) }
+    }
+
+    struct Instances: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "instances",
+            abstract: "List the live instances, and mark each one whose pool differs from serverPool."
+        )
+        @OptionGroup var redis: RedisOptions
+
+        func run() throws {
+            let (connection, names) = try connect(self.redis)
+            do {
+                let fleet = try FleetStatus.read(connection, names: names)
+                print(fleet.report(now: Date()), terminator: "")
+            } catch {
+                throw exitWithOperatorError(error.description)
+            }
+        }
     }
 
     struct ShowPool: ParsableCommand {

@@ -59,13 +59,13 @@ struct ControlDecisionsTests {
         #expect(decision.commands.count == 1)
         let eval = decision.commands[0]
         #expect(
-            Array(eval.prefix(5)) == [
-                "EVAL", PoolUpdateScript.source, "1", "serverPool", PoolDocument.encode([heavier]),
+            Array(eval.prefix(6)) == [
+                "EVAL", PoolUpdateScript.source, "2", "serverPool", "serverPool:meta", PoolDocument.encode([heavier]),
             ]
         )
-        #expect(eval.count == 5 + 4 * 3)
-        #expect(Array(eval[5..<8]) == ["add", "10.0.0.1:80", "\"10.0.0.1:80\""])
-        #expect(Array(eval[11..<14]) == ["remove", "10.0.0.1:80", ""])
+        #expect(eval.count == 6 + 4 * 3)
+        #expect(Array(eval[6..<9]) == ["add", "10.0.0.1:80", "\"10.0.0.1:80\""])
+        #expect(Array(eval[12..<15]) == ["remove", "10.0.0.1:80", ""])
         #expect(builder.built.isEmpty)
     }
 

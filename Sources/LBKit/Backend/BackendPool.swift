@@ -1,3 +1,5 @@
+import Foundation
+
 /// An immutable snapshot of the pool. A change builds a new snapshot and swaps it in atomically, so
 /// a pick always sees one consistent pool and never takes a lock.
 public final class BackendPool: Sendable {
@@ -6,11 +8,14 @@ public final class BackendPool: Sendable {
     public let generation: UInt64
     /// The router's panic switch: on when every backend is retired.
     public let panic: PanicSwitch
+    /// When this snapshot was built: since when the instance has run this pool (for `/status`).
+    public let builtAt: Date
 
-    public init(backends: [Backend], generation: UInt64, panic: PanicSwitch = PanicSwitch()) {
+    public init(backends: [Backend], generation: UInt64, panic: PanicSwitch = PanicSwitch(), builtAt: Date = Date()) {
         self.backends = backends
         self.generation = generation
         self.panic = panic
+        self.builtAt = builtAt
     }
 
     public static let empty = BackendPool(backends: [], generation: 0)

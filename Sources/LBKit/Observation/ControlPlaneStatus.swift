@@ -1,3 +1,5 @@
+import Foundation
+
 /// What the operations side may ask of a control plane, whatever carries it: the metrics endpoint
 /// and `/status` read this, so they need not know about Redis.
 public protocol ControlPlaneStatus: Sendable {
@@ -9,4 +11,8 @@ public protocol ControlPlaneStatus: Sendable {
     var refusedMessages: Int { get }
     /// Successful connects so far (1 after the first, 2 after a reconnect, ...).
     var connectCount: Int { get }
+    /// The version of the shared pool this instance runs (the counter written beside it), if known.
+    var poolVersion: Int? { get }
+    /// When the control plane last heard from its server (a reply to anything), if ever.
+    var lastContact: Date? { get }
 }

@@ -1,18 +1,31 @@
 import Foundation
 
-/// This instance's state as JSON: what the `status:<instance>` key and `/status` hold.
+/// This instance's state as JSON: what the `status:<instance>` key and `/status` hold, and what
+/// `l4lb ctl instances` reads back from every instance's key.
 ///
 /// Codable values written by JSONEncoder, in linear time: the JSONSerialization of dictionaries it
 /// replaces (sorted keys, bridged values) took seconds for a pool of 10,000 backends, every 5 s, on
 /// the control thread, and held up every pool change behind it.
 public enum InstanceStatus {
-    struct Document: Encodable {
-        var instance: String
-        var uptimeSeconds: Int
-        var policy: String
-        var panic: Bool
-        var redisConnected: Bool?
-        var backends: [BackendEntry]
+    public struct Document: Codable, Sendable {
+        public var instance: String
+        public var uptimeSeconds: Int
+        public var policy: String
+        public var panic: Bool
+        public var redisConnected: Bool?
+        /// `PoolFingerprint` of the pool in use: equal on two instances exactly when they run the
+        /// same pool.
+        public var poolFingerprint: String?
+        /// The version of the shared pool (the counter beside `serverPool`) this instance last read
+        /// or wrote, when it runs one from Redis.
+        public var poolVersion: Int?
+        /// When the pool in use was installed (ISO 8601).
+        public var poolSince: String?
+        /// The retired backends' addresses.
+        public var retired: [String]?
+        /// When the control plane last heard from Redis (ISO 8601).
+        public var redisLastContact: String?
+        public var backends: [BackendEntry]
 
         enum CodingKeys: String, CodingKey {
             case instance
@@ -20,18 +33,23 @@ public enum InstanceStatus {
             case policy
             case panic
             case redisConnected = "redis_connected"
+            case poolFingerprint = "pool_fingerprint"
+            case poolVersion = "pool_version"
+            case poolSince = "pool_since"
+            case retired
+            case redisLastContact = "redis_last_contact"
             case backends
         }
     }
 
-    struct BackendEntry: Encodable {
-        var address: String
-        var weight: Int
-        var region: String?
-        var state: String
-        var activeConnections: Int
-        var totalConnections: Int
-        var connectFailures: Int
+    public struct BackendEntry: Codable, Sendable {
+        public var address: String
+        public var weight: Int
+        public var region: String?
+        public var state: String
+        public var activeConnections: Int
+        public var totalConnections: Int
+        public var connectFailures: Int
 
         enum CodingKeys: String, CodingKey {
             case address
@@ -44,15 +62,26 @@ public enum InstanceStatus {
         }
     }
 
-    public static func json(instance: String, startedAt: Date, router: Router, redisConnected: Bool?) -> String {
+    public static func document(
+        instance: String,
+        startedAt: Date,
+        router: Router,
+        controlPlane: (any ControlPlaneStatus)?
+    ) -> Document {
         let table = router.table
-        let document = Document(
+        let pool = table.pool
+        return Document(
             instance: instance,
             uptimeSeconds: Int(Date().timeIntervalSince(startedAt)),
             policy: table.policy.name,
-            panic: table.pool.panic.isOn,
-            redisConnected: redisConnected,
-            backends: table.pool.backends.map { backend in
+            panic: pool.panic.isOn,
+            redisConnected: controlPlane?.isConnected,
+            poolFingerprint: PoolFingerprint.of(pool.specs),
+            poolVersion: controlPlane?.poolVersion,
+            poolSince: Timestamp.iso8601(pool.builtAt),
+            retired: pool.backends.filter(\.isRetired).map(\.address.description),
+            redisLastContact: controlPlane?.lastContact.map(Timestamp.iso8601),
+            backends: pool.backends.map { backend in
                 BackendEntry(
                     address: backend.address.description,
                     weight: backend.weight,
@@ -64,6 +93,16 @@ public enum InstanceStatus {
                 )
             }
         )
-        return JSONText.encode(document)
+    }
+
+    public static func json(
+        instance: String,
+        startedAt: Date,
+        router: Router,
+        controlPlane: (any ControlPlaneStatus)?
+    ) -> String {
+        JSONText.encode(
+            Self.document(instance: instance, startedAt: startedAt, router: router, controlPlane: controlPlane)
+        )
     }
 }

@@ -9,3 +9,13 @@ public enum Timestamp {
         )
     }
 }
+
+extension Timestamp {
+    /// A time written by `iso8601(_:)`, read back; nil if it is not one.
+    public static func parse(_ text: String) -> Date? {
+        try? Date(
+            text,
+            strategy: .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted)
+        )
+    }
+}

@@ -34,12 +34,15 @@ extension TestResources {
     func l4lb(
         backends: [BackendSpec] = [],
         redis: RedisServer,
-        _ flags: [String] = []
+        _ flags: [String] = [],
+        tune: (inout RunCommand.Settings) -> Void = { _ in }
     ) async throws -> Application {
         try await self.l4lb(backends: backends, ["--redis", redis.url] + flags) { settings in
             settings.controlPlane?.commandTimeout = .seconds(2)
             settings.controlPlane?.initialReconnectDelay = .milliseconds(50)
             settings.controlPlane?.maximumReconnectDelay = .milliseconds(400)
+            settings.controlPlane?.statusInterval = .milliseconds(200)
+            tune(&settings)
         }
     }
 
