@@ -221,4 +221,12 @@ if ProcessInfo.processInfo.environment["L4LB_BENCHMARKS"] != nil {
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         )
     )
+    // A day of pool changes across a fleet, with l4lb's maglev (scripts/simulate-fleet).
+    package.targets.append(
+        .executableTarget(
+            name: "FleetSimulation",
+            dependencies: ["LBKit", "Policies"],
+            path: "Benchmarks/FleetSimulation"
+        )
+    )
 }

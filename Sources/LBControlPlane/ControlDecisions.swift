@@ -105,7 +105,7 @@ struct ControlDecisions {
             decision.commands.append(
                 [
                     "EVAL", PoolUpdateScript.source, "2", self.names.serverPoolKey, self.names.serverPoolMetaKey,
-                    PoolDocument.encode(pool),
+                    PoolDocument.encode(pool), PoolFingerprint.of(pool),
                 ] + keyUpdates
             )
         }

@@ -229,7 +229,7 @@ final class ControlLoop: @unchecked Sendable {
                 // may have seeded it first, and then its pool wins.
                 let version = try commands.command([
                     "EVAL", PoolUpdateScript.source, "2", self.names.serverPoolKey, self.names.serverPoolMetaKey,
-                    PoolDocument.encode(specs),
+                    PoolDocument.encode(specs), PoolFingerprint.of(specs),
                 ])
                 if case .string(let text) = try commands.command(["GET", self.names.serverPoolKey]),
                     (try? PoolDocument.decode(text)) != specs

@@ -1,8 +1,8 @@
 import Foundation
-import LBControlPlane
 import LBKit
 import Testing
 
+@testable import LBControlPlane
 @testable import l4lb
 
 /// Several instances on one Redis, seen as a fleet: versions beside serverPool, status keys, and
@@ -106,6 +106,36 @@ struct FleetTests {
             #expect(await eventually { controlPlane.statistics.refusedMessages == refusedBefore + 1 })
             #expect(proxy.poolPorts == [backends[2].port])
             #expect(try BlockingClient.greeting(port: proxy.port) == "c")
+        }
+    }
+
+    @Test("the pool script: N instances running one change write once; a direct SET in between is not skipped")
+    func poolScript() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let client = try redis.client()
+            let a = BackendSpec(address: HostAndPort(host: "10.0.0.1", port: 80))
+            let b = BackendSpec(address: HostAndPort(host: "10.0.0.2", port: 80))
+            let c = BackendSpec(address: HostAndPort(host: "10.0.0.3", port: 80))
+            func run(resulting pool: [BackendSpec], _ changes: [String]) throws -> RedisReply {
+                try client.command(
+                    [
+                        "EVAL", PoolUpdateScript.source, "2", "serverPool", "serverPool:meta",
+                        PoolDocument.encode(pool),
+                        PoolFingerprint.of(pool),
+                    ] + changes
+                )
+            }
+            try client.command(["SET", "serverPool", PoolDocument.encode([a])])
+            let addB = ["add", b.address.description, PoolDocument.encodeEntry(b)]
+            #expect(try run(resulting: [a, b], addB) == .integer(1))
+            // The other instances: the key is already as they would make it.
+            for _ in 0..<3 { #expect(try run(resulting: [a, b], addB) == .integer(1)) }
+            #expect(try client.pool() == [a, b])
+            // An operator's SET changes the text: the next run is not skipped, and applies on top.
+            try client.command(["SET", "serverPool", PoolDocument.encode([c])])
+            #expect(try run(resulting: [a, b], addB) == .integer(2))
+            #expect(try client.pool() == [c, b])
         }
     }
 

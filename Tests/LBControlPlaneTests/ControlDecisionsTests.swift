@@ -59,13 +59,14 @@ struct ControlDecisionsTests {
         #expect(decision.commands.count == 1)
         let eval = decision.commands[0]
         #expect(
-            Array(eval.prefix(6)) == [
+            Array(eval.prefix(7)) == [
                 "EVAL", PoolUpdateScript.source, "2", "serverPool", "serverPool:meta", PoolDocument.encode([heavier]),
+                PoolFingerprint.of([heavier]),
             ]
         )
-        #expect(eval.count == 6 + 4 * 3)
-        #expect(Array(eval[6..<9]) == ["add", "10.0.0.1:80", "\"10.0.0.1:80\""])
-        #expect(Array(eval[12..<15]) == ["remove", "10.0.0.1:80", ""])
+        #expect(eval.count == 7 + 4 * 3)
+        #expect(Array(eval[7..<10]) == ["add", "10.0.0.1:80", "\"10.0.0.1:80\""])
+        #expect(Array(eval[13..<16]) == ["remove", "10.0.0.1:80", ""])
         #expect(builder.built.isEmpty)
     }
 
