@@ -51,6 +51,8 @@ public final class AdminServer: Sendable {
             let socketAddress = try BackendResolver.resolveListen(address)
             channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                // During a live upgrade the new process opens the endpoint while the old one drains.
+                .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                 // Responses leave only as fast as the client reads them (see AdminHandler).
                 .childChannelOption(
                     .writeBufferWaterMark,

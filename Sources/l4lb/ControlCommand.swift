@@ -3,6 +3,10 @@ import Foundation
 import LBControlPlane
 import LBKit
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `l4lb ctl`: the control messages without typing Redis commands. Each message is checked here
 /// with the same decoder l4lb uses, so a typo is caught before it is published.
 struct ControlCommand: ParsableCommand {
@@ -11,6 +15,7 @@ struct ControlCommand: ParsableCommand {
         abstract: "Manage running l4lb instances through Redis.",
         subcommands: [
             AddServer.self, RemoveServer.self, SetPolicy.self, ShowPool.self, ReloadPool.self, Instances.self,
+            Upgrade.self,
         ]
     )
 
@@ -72,6 +77,44 @@ struct ControlCommand: ParsableCommand {
             } catch {
                 throw exitWithOperatorError(error.description)
             }
+        }
+    }
+
+    struct Upgrade: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "upgrade",
+            abstract: "Upgrade a running l4lb to the binary now at its path, refusing no client (SIGUSR2)."
+        )
+        @Option(help: "The running l4lb's --pid-file.") var pidFile: String
+        @Option(
+            parsing: .unconditional,
+            help: ArgumentHelp("How long to wait for the new process.", valueName: "duration")
+        )
+        var timeout = DurationFlag("60s")
+
+        func run() throws {
+            func pid() -> Int32? {
+                (try? String(contentsOfFile: self.pidFile, encoding: .utf8)).flatMap {
+                    Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+                }
+            }
+            guard let old = pid(), old > 0 else {
+                throw exitWithOperatorError("--pid-file \(self.pidFile): no pid in it")
+            }
+            guard kill(old, SIGUSR2) == 0 else {
+                throw exitWithOperatorError("cannot signal pid \(old): \(String(cString: strerror(errno)))")
+            }
+            // The pid file names the new process once it serves (the old one drains, then exits).
+            let deadline = Date().addingTimeInterval(Double(self.timeout.amount.nanoseconds) / 1e9)
+            while Date() < deadline {
+                if let now = pid(), now != old {
+                    print("upgraded: pid \(old) -> \(now); \(old) drains its connections and exits")
+                    return
+                }
+                guard kill(old, 0) == 0 else { break }
+                usleep(50_000)
+            }
+            throw exitWithOperatorError("pid \(old) did not hand over within \(self.timeout.text): see its log for why")
         }
     }
 

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import LBKit
 
@@ -10,6 +11,11 @@ import Glibc
 public final class PIDFile: Sendable {
     public let path: String
     private let fd: Int32
+    /// Set once a new process took the file over (a live upgrade): then it is not removed at exit.
+    private let handedOver = ManagedAtomic(false)
+
+    /// The locked descriptor, which an upgrade hands to the new process: the lock goes with it.
+    var descriptor: Int32 { self.fd }
 
     /// Locks `path` and writes this process's id into it; throws a one-line error if another
     /// process holds it.
@@ -37,9 +43,33 @@ public final class PIDFile: Sendable {
         self.fd = fd
     }
 
-    /// Removes the file and lets go of the lock.
+    /// Takes over the pid file an upgrading l4lb handed over (its locked descriptor, `fd`), and
+    /// writes this process's id into it. The lock is the same: it passes from the old process to
+    /// this one without a moment when a third could take it.
+    public init(adopting fd: Int32, path: String) throws(L4LBError) {
+        var handed = stat()
+        var named = stat()
+        guard fstat(fd, &handed) == 0, stat(path, &named) == 0, handed.st_ino == named.st_ino,
+            handed.st_dev == named.st_dev
+        else {
+            throw L4LBError(.invalidValue, "--pid-file \(path): the descriptor handed over is not this file")
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let text = Array("\(getpid())\n".utf8)
+        ftruncate(fd, 0)
+        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        self.path = path
+        self.fd = fd
+    }
+
+    /// A new process owns the file now: keep it at exit.
+    func handOver() {
+        self.handedOver.store(true, ordering: .relaxed)
+    }
+
+    /// Removes the file (unless handed over) and lets go of this process's hold on the lock.
     public func release() {
-        unlink(self.path)
+        if !self.handedOver.load(ordering: .relaxed) { unlink(self.path) }
         close(self.fd)
     }
 }

@@ -35,15 +35,17 @@ final class Reloader: Sendable {
     func installSIGHUP() -> any DispatchSourceSignal {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: self.queue)
-        source.setEventHandler { [self] in self.reload() }
+        source.setEventHandler { [self] in
+            Task { await self.reload() }
+        }
         source.resume()
         return source
     }
 
-    /// Reloads once; returns what was applied ("policy", "backends"), empty when nothing changed or
-    /// the new settings were refused.
+    /// Reloads once; returns what was applied ("policy", "backends", "listen"), empty when nothing
+    /// changed or the new settings were refused.
     @discardableResult
-    func reload() -> [String] {
+    func reload() async -> [String] {
         let logger = self.application.logger
         self.logOutput?.reopen()
         self.application.accessLog?.reopen()
@@ -78,9 +80,19 @@ final class Reloader: Sendable {
                 }
             }
         }
-        let started = self.application.settings.proxy
-        if fresh.proxy.listen != started.listen || fresh.proxy.relayThreads != started.relayThreads {
-            logger.warning("reload: --listen and --threads take effect at the next start")
+        // Listeners open and close without a restart; the thread count needs one.
+        let listenInForce = self.inForce.withLockedValue { $0.proxy.listen }
+        if fresh.proxy.listen != listenInForce {
+            do {
+                let (added, removed) = try await self.application.proxy.updateListeners(fresh.proxy.listen)
+                self.inForce.withLockedValue { $0.proxy.listen = fresh.proxy.listen }
+                if !added.isEmpty || !removed.isEmpty { applied.append("listen") }
+            } catch {
+                logger.error("reload: --listen refused; listeners unchanged", metadata: ["reason": "\(error.message)"])
+            }
+        }
+        if fresh.proxy.relayThreads != self.application.settings.proxy.relayThreads {
+            logger.warning("reload: --threads takes effect at the next start (or live upgrade, SIGUSR2)")
         }
         logger.info(
             "reloaded; log files reopened",

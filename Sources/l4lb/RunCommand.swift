@@ -16,8 +16,23 @@ struct RunCommand: AsyncParsableCommand {
         abstract: "Run the load balancer (the default subcommand)."
     )
 
-    @Option(name: .customLong("listen"), help: "Address to accept clients on, host:port or [ipv6]:port; repeatable.")
-    var listen: [String] = ["127.0.0.1:8080"]
+    @Option(
+        name: .customLong("listen"),
+        help: ArgumentHelp(
+            "Address to accept clients on, host:port or [ipv6]:port; repeatable. Default 127.0.0.1:8080, unless systemd hands l4lb its sockets.",
+            valueName: "address"
+        )
+    )
+    var listen: [String] = []
+
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "On SIGUSR2, how long the new binary may take to be ready before the upgrade is called off.",
+            valueName: "duration"
+        )
+    )
+    var upgradeTimeout = DurationFlag("30s")
 
     @Option(
         name: .customLong("backend"),
@@ -100,9 +115,16 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var operations: OperationsOptions
 
     func run() async throws {
+        // Sockets handed over (systemd, an upgrading l4lb) are claimed first, once.
+        let inherited: [InheritedListener]
+        do {
+            inherited = try InheritedListeners.fromEnvironment()
+        } catch {
+            throw exitWithOperatorError(error.message)
+        }
         // With --config, the file's lines become flags and everything is parsed again, so that one
         // parser checks both; SIGHUP repeats this to reload.
-        let checked = Self.check(configPath: self.config, command: self)
+        let checked = Self.check(configPath: self.config, command: self, inherited: inherited)
         guard case .success(let (resolved, settings)) = checked else {
             if case .failure(let error) = checked { throw exitWithOperatorError(error.message) }
             return
@@ -113,15 +135,19 @@ struct RunCommand: AsyncParsableCommand {
         let configPath = self.config
         let fallback = resolved
         try await Runtime(settings: settings) { () throws(L4LBError) in
-            try Self.resolve(configPath: configPath, fallback: fallback).makeAllSettings()
+            try Self.resolve(configPath: configPath, fallback: fallback).makeAllSettings(inherited: inherited)
         }.run()
     }
 
     /// The flags in force and their checked settings, or the one-line reason they are refused.
-    static func check(configPath: String?, command: RunCommand) -> Result<(RunCommand, Settings), L4LBError> {
+    static func check(
+        configPath: String?,
+        command: RunCommand,
+        inherited: [InheritedListener] = []
+    ) -> Result<(RunCommand, Settings), L4LBError> {
         do throws(L4LBError) {
             let resolved = try Self.resolve(configPath: configPath, fallback: command)
-            return .success((resolved, try resolved.makeAllSettings()))
+            return .success((resolved, try resolved.makeAllSettings(inherited: inherited)))
         } catch {
             return .failure(error)
         }
@@ -149,19 +175,23 @@ struct RunCommand: AsyncParsableCommand {
         var proxy: ProxyConfiguration
         var policy: PolicySpec
         var logLevel: Logger.Level
+        var upgradeTimeout: Duration
         var controlPlane: ControlPlaneConfiguration?
         var operations: OperationsOptions.Settings
         var pluginDirectories: [String]
     }
 
-    func makeAllSettings() throws(L4LBError) -> Settings {
-        var (proxy, policy, level) = try self.makeSettings()
+    /// - Parameter inherited: listening sockets handed over at start (systemd, an upgrade).
+    func makeAllSettings(inherited: [InheritedListener] = []) throws(L4LBError) -> Settings {
+        var (proxy, policy, level) = try self.makeSettings(inherited: inherited)
+        proxy.inheritedListeners = inherited
         let operations = try self.operations.makeSettings()
         proxy.sendProxyProtocol = operations.sendProxyProtocol
         return Settings(
             proxy: proxy,
             policy: policy,
             logLevel: level,
+            upgradeTimeout: .nanoseconds(self.upgradeTimeout.amount.nanoseconds),
             controlPlane: try self.redis.makeConfiguration(),
             operations: operations,
             pluginDirectories: self.plugins.directories
@@ -169,12 +199,13 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     /// Every flag checked and converted here, so a bad value is one clear line before anything listens.
-    private func makeSettings() throws(L4LBError) -> (ProxyConfiguration, PolicySpec, Logger.Level) {
-        guard !self.listen.isEmpty else {
-            throw L4LBError(.invalidAddress, "--listen: at least one address is needed")
-        }
+    private func makeSettings(
+        inherited: [InheritedListener]
+    ) throws(L4LBError) -> (ProxyConfiguration, PolicySpec, Logger.Level) {
+        // Without --listen: the sockets systemd (or an upgrading l4lb) handed over, or the default.
+        let texts = self.listen.isEmpty && inherited.isEmpty ? ["127.0.0.1:8080"] : self.listen
         var listen: [HostAndPort] = []
-        for text in self.listen {
+        for text in texts {
             listen.append(try HostAndPort(parsing: text, allowPortZero: true))
         }
         var backends: [BackendSpec] = []

@@ -13,11 +13,23 @@ import Glibc
 /// system, the pid file, the shutdown signals, SIGHUP, systemd), around `buildApplication`.
 /// Fatal errors are printed here, once, as one line.
 struct Runtime {
+    /// The binary as it was started, resolved now: an upgrade starts whatever is at this path then
+    /// (where a package upgrade puts the new build), not the running file, which may be gone.
+    static let executablePath: String = {
+        let started = CommandLine.arguments[0]
+        if started.contains("/") {
+            // Not resolved: a symbolic link switched to a new build is followed at upgrade time.
+            return URL(fileURLWithPath: started).standardizedFileURL.path
+        }
+        return (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? started
+    }()
+
     let settings: RunCommand.Settings
     /// The settings a reload would put in force now (the configuration file read again).
     let reloadedSettings: @Sendable () throws(L4LBError) -> RunCommand.Settings
 
     func run() async throws {
+        _ = Self.executablePath  // resolved against the working directory l4lb started in
         let settings = self.settings
         let logOutput: LogOutput
         do {
@@ -39,7 +51,13 @@ struct Runtime {
         var pidFile: PIDFile?
         if let path = settings.operations.pidFile {
             do {
-                pidFile = try PIDFile(path: path)
+                // An upgrading l4lb hands over its locked descriptor; otherwise the file is taken.
+                if let text = ProcessInfo.processInfo.environment[Upgrader.pidFileVariable], let fd = Int32(text) {
+                    unsetenv(Upgrader.pidFileVariable)
+                    pidFile = try PIDFile(adopting: fd, path: path)
+                } else {
+                    pidFile = try PIDFile(path: path)
+                }
             } catch {
                 throw exitWithOperatorError(error.message)
             }
@@ -72,6 +90,7 @@ struct Runtime {
         let notifier = SystemdNotifier.fromEnvironment()
         notifier?.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=listening")
         Daemon.signalReady()
+        Upgrader.signalReady()
         var services: [any Service] = []
         if let notifier, let interval = notifier.watchdogInterval {
             services.append(WatchdogService(notifier: notifier, interval: interval))
@@ -84,9 +103,23 @@ struct Runtime {
         )
         let hangup = reloader.installSIGHUP()
         defer { hangup.cancel() }
+        let upgrader = Upgrader(
+            application: application,
+            executable: Self.executablePath,
+            arguments: Array(CommandLine.arguments.dropFirst()),
+            pidFile: pidFile,
+            timeout: settings.upgradeTimeout
+        ) { _ in
+            // The new process told systemd it is the main one (MAINPID); this one only drains.
+            shutdownSignals.requestShutdown()
+        }
+        let upgrade = upgrader.installSIGUSR2()
+        defer { upgrade.cancel() }
         try await application.run(
             services: services,
-            onShutdown: { notifier?.notify("STOPPING=1\nSTATUS=draining") },
+            onShutdown: {
+                if !upgrader.handedOver { notifier?.notify("STOPPING=1\nSTATUS=draining") }
+            },
             attach: { shutdownSignals.attach($0) }
         )
         shutdownSignals.cancel()

@@ -46,6 +46,15 @@ final class ShutdownSignals: @unchecked Sendable {
         if requested { Task { await group.triggerGracefulShutdown() } }
     }
 
+    /// Starts the graceful shutdown as SIGTERM would (after a live upgrade handed over).
+    func requestShutdown() {
+        let group = self.state.withLockedValue { state -> ServiceGroup? in
+            state.requested = true
+            return state.group
+        }
+        if let group { Task { await group.triggerGracefulShutdown() } }
+    }
+
     func cancel() {
         for source in self.sources { source.cancel() }
     }

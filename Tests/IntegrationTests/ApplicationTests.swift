@@ -1,5 +1,6 @@
 import LBControlPlane
 import LBKit
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import l4lb
@@ -21,12 +22,51 @@ struct ApplicationTests {
                 + backends.flatMap { ["--backend", $0.spec.description] }
             let fresh = try RunCommand.parse(flags).makeAllSettings()
             let reloader = Reloader(application: proxy, reloadedSettings: { fresh }, logOutput: nil)
-            #expect(reloader.reload() == ["policy"])
+            #expect(await reloader.reload() == ["policy"])
             let policy = proxy.router.policy
             #expect(policy.name == "least-connections")
             // The same file again: nothing to apply, and the policy in use is the same instance.
-            #expect(reloader.reload() == [])
+            #expect(await reloader.reload() == [])
             #expect(proxy.router.policy === policy)
+        }
+    }
+
+    @Test("SIGHUP with another --listen opens the new address and closes the old one; open connections go on")
+    func reloadChangesListeners() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.echo)
+            let proxy = try await r.l4lb(backends: [backend.spec])
+            let oldPort = proxy.port
+            let reservation = PortReservation()
+            let newPort = reservation.port
+            let held = try BlockingClient(port: oldPort)
+            let next = NIOLockedValueBox(proxy.settings)
+            let reloader = Reloader(
+                application: proxy,
+                reloadedSettings: { next.withLockedValue { $0 } },
+                logOutput: nil
+            )
+            func reload(_ listen: [String]) async throws -> [String] {
+                let flags =
+                    listen.flatMap { ["--listen", $0] } + ["--threads", "2", "--backend", backend.spec.description]
+                let fresh = try RunCommand.parse(flags).makeAllSettings()
+                next.withLockedValue { $0 = fresh }
+                return await reloader.reload()
+            }
+            #expect(try await reload(["127.0.0.1:0", "127.0.0.1:\(newPort)"]) == ["listen"])
+            try held.send("before\n")
+            #expect(try held.readLine() == "before")
+            let viaNew = try BlockingClient(port: newPort)
+            try viaNew.send("new\n")
+            #expect(try viaNew.readLine() == "new")
+
+            #expect(try await reload(["127.0.0.1:\(newPort)"]) == ["listen"])
+            #expect(throws: TestFailure.self) { try BlockingClient(port: oldPort) }
+            try held.send("still\n")
+            #expect(try held.readLine() == "still")
+            // Compared with what is in force now: the same again changes nothing.
+            #expect(try await reload(["127.0.0.1:\(newPort)"]) == [])
+            withExtendedLifetime(reservation) {}
         }
     }
 

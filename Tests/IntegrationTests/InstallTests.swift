@@ -46,7 +46,11 @@ struct InstallTests {
         let unit = try String(contentsOfFile: "\(stage)/etc/systemd/system/l4lb.service", encoding: .utf8)
         #expect(unit.contains("ExecStart=/opt/l4lb/bin/l4lb --config /etc/l4lb/l4lb.conf"))
         #expect(unit.contains("Type=notify"))
+        #expect(unit.contains("NotifyAccess=all"))
         #expect(!unit.contains("@PREFIX@"))
+        let socketUnit = try String(contentsOfFile: "\(stage)/etc/systemd/system/l4lb.socket", encoding: .utf8)
+        #expect(socketUnit.contains("ListenStream=0.0.0.0:80"))
+        #expect(!socketUnit.contains("@PREFIX@"))
 
         // The installed binary finds the installed plugins in PREFIX/lib/l4lb/plugins by itself.
         let list = try L4LBProcess(arguments: ["plugins"], executable: URL(fileURLWithPath: "\(root)/bin/l4lb"))

@@ -40,6 +40,9 @@ public struct ProxyConfiguration: Sendable {
     public var health: HealthSettings
     /// This instance's name in health events and status: by default host name and process id.
     public var instanceID: String
+    /// Listening sockets handed over at start (systemd, or an upgrading l4lb): used for the
+    /// `listen` addresses they match, and listened on beside them otherwise.
+    public var inheritedListeners: [InheritedListener] = []
 
     public init(
         listen: [HostAndPort],

@@ -22,6 +22,12 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let loops = NIOLockedValueBox<[RelayLoop]>([])
     private let bound = NIOLockedValueBox<[SocketAddress]>([])
+    /// Every listening socket open now, with its address: what an upgrade hands to the new process.
+    private let listenerSockets = NIOLockedValueBox<[(fd: Int32, local: RawSocketAddress)]>([])
+    /// The configured addresses listened on now (changed by `updateListeners`).
+    private let listenAddresses = NIOLockedValueBox<[HostAndPort]>([])
+    /// What each configured address is bound to (the kernel's port for port 0).
+    private let boundAddresses = NIOLockedValueBox<[HostAndPort: RawSocketAddress]>([:])
     /// Retires dead backends and brings them back.
     public let health: HealthChecker
 
@@ -90,33 +96,48 @@ public final class ProxyServer: Sendable {
             // promises (with a queue per thread, a client that came later on another thread could
             // be served first), at the cost of an even spread.
             let shared = self.configuration.maxConnections != nil
+            var inherited = self.configuration.inheritedListeners
             for address in self.configuration.listen {
                 let wildcard = address.host == "*" || address.host == "0.0.0.0" || address.host == "::"
                 do {
-                    var target = RawSocketAddress(try BackendResolver.resolveListen(address))
-                    var bound: RawSocketAddress?
-                    for (index, loop) in loops.enumerated() where !shared || index == 0 {
-                        let (fd, local) = try SocketCalls.listen(
-                            on: target,
-                            backlog: Int32(clamping: self.configuration.backlog),
-                            reusePort: !shared
-                        )
-                        listening.append(fd)
-                        // Port 0: every other loop listens on the port the kernel gave the first.
-                        target = local
-                        bound = bound ?? local
-                        if shared {
-                            for each in loops {
-                                each.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: true))
-                            }
-                        } else {
-                            loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: false))
-                        }
+                    let target = RawSocketAddress(try BackendResolver.resolveListen(address))
+                    // Port 0 ("any port") matches a handed socket on the same address whatever its port:
+                    // an upgraded l4lb started with port 0 keeps the port it had.
+                    let matches: (InheritedListener) -> Bool = {
+                        target.port == 0 ? $0.local.sameHost(as: target) : $0.local.sameEndpoint(as: target)
                     }
-                    if let socketAddress = bound?.socketAddress { addresses.append(socketAddress) }
+                    let handed = inherited.filter(matches)
+                    inherited.removeAll(where: matches)
+                    if !handed.isEmpty {
+                        self.boundAddresses.withLockedValue { $0[address] = handed[0].local }
+                        Self.adopt(handed, loops: loops, wildcard: wildcard, shared: shared)
+                        listening += handed.map(\.fd)
+                        if let socketAddress = handed[0].local.socketAddress { addresses.append(socketAddress) }
+                        self.listenerSockets.withLockedValue { $0 += handed.map { ($0.fd, $0.local) } }
+                        continue
+                    }
+                    let (opened, bound) = try Self.open(
+                        target,
+                        loops: loops,
+                        shared: shared,
+                        wildcard: wildcard,
+                        backlog: self.configuration.backlog
+                    )
+                    listening += opened
+                    self.boundAddresses.withLockedValue { $0[address] = bound }
+                    if let socketAddress = bound.socketAddress { addresses.append(socketAddress) }
+                    self.listenerSockets.withLockedValue { $0 += opened.map { ($0, bound) } }
                 } catch {
                     throw L4LBError(.bindFailed, "cannot listen on \(address): \(error.message)")
                 }
+            }
+            // Handed sockets that no --listen names are listened on beside them (socket activation).
+            for socket in inherited {
+                let wildcard = socket.local.socketAddress?.ipAddress.map { $0 == "0.0.0.0" || $0 == "::" } ?? false
+                Self.adopt([socket], loops: loops, wildcard: wildcard, shared: true)
+                listening.append(socket.fd)
+                if let socketAddress = socket.local.socketAddress { addresses.append(socketAddress) }
+                self.listenerSockets.withLockedValue { $0.append((socket.fd, socket.local)) }
             }
         } catch {
             for fd in listening { close(fd) }
@@ -124,6 +145,7 @@ public final class ProxyServer: Sendable {
             throw error
         }
         self.shared.listenersShared(by: loops.count)
+        self.listenAddresses.withLockedValue { $0 = self.configuration.listen }
         for loop in loops { loop.start() }
         self.loops.withLockedValue { $0 = loops }
         self.bound.withLockedValue { $0 = addresses }
@@ -134,6 +156,135 @@ public final class ProxyServer: Sendable {
             )
         }
         return addresses
+    }
+
+    /// Handed sockets go to the loops: one each when there are enough and no limit asks for one
+    /// queue; otherwise every loop watches every one (shared, EPOLLEXCLUSIVE).
+    private static func adopt(_ sockets: [InheritedListener], loops: [RelayLoop], wildcard: Bool, shared: Bool) {
+        if shared || sockets.count < loops.count {
+            for socket in sockets {
+                for loop in loops {
+                    loop.adopt(listener: .init(fd: socket.fd, local: socket.local, wildcard: wildcard, shared: true))
+                }
+            }
+        } else {
+            for (index, socket) in sockets.enumerated() {
+                loops[index % loops.count].adopt(
+                    listener: .init(fd: socket.fd, local: socket.local, wildcard: wildcard, shared: false)
+                )
+            }
+        }
+    }
+
+    /// Opens `target` for `loops`: an SO_REUSEPORT socket for each (the kernel spreads clients), or,
+    /// with `shared`, one that every loop watches (one accept queue, arrival order kept for
+    /// --max-connections). Returns the descriptors and the address bound.
+    private static func open(
+        _ target: RawSocketAddress,
+        loops: [RelayLoop],
+        shared: Bool,
+        wildcard: Bool,
+        backlog: Int
+    ) throws(L4LBError) -> ([Int32], RawSocketAddress) {
+        var target = target
+        var opened: [Int32] = []
+        var bound: RawSocketAddress?
+        do {
+            for (index, loop) in loops.enumerated() where !shared || index == 0 {
+                let (fd, local) = try SocketCalls.listen(
+                    on: target,
+                    backlog: Int32(clamping: backlog),
+                    reusePort: !shared
+                )
+                opened.append(fd)
+                // Port 0: every other loop listens on the port the kernel gave the first.
+                target = local
+                bound = bound ?? local
+                if shared {
+                    for each in loops {
+                        each.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: true))
+                    }
+                } else {
+                    loop.adopt(listener: .init(fd: fd, local: local, wildcard: wildcard, shared: false))
+                }
+            }
+        } catch {
+            for fd in opened { close(fd) }
+            throw error
+        }
+        return (opened, bound ?? target)
+    }
+
+    /// The listening sockets open now and their addresses, for an upgrade to hand over.
+    public var listeningSockets: [(fd: Int32, address: SocketAddress?)] {
+        self.listenerSockets.withLockedValue { $0.map { ($0.fd, $0.local.socketAddress) } }
+    }
+
+    /// Listens on `listen` from now on, without a restart: opens the addresses that are new, and
+    /// stops listening on those that are gone (their open connections go on). Throws a one-line
+    /// error, changing nothing, if a new address cannot be opened.
+    public func updateListeners(
+        _ listen: [HostAndPort]
+    ) async throws(L4LBError) -> (added: [HostAndPort], removed: [HostAndPort]) {
+        let loops = self.loops.withLockedValue { $0 }
+        let current = self.listenAddresses.withLockedValue { $0 }
+        let added = listen.filter { !current.contains($0) }
+        let removed = current.filter { !listen.contains($0) }
+        guard !loops.isEmpty, !(added.isEmpty && removed.isEmpty) else { return ([], []) }
+        let shared = self.configuration.maxConnections != nil
+        // Opened on fresh loops' behalf first: nothing changes unless every new address opens.
+        var openings: [(address: HostAndPort, fds: [Int32], bound: RawSocketAddress, wildcard: Bool)] = []
+        for address in added {
+            let wildcard = address.host == "*" || address.host == "0.0.0.0" || address.host == "::"
+            do {
+                var target = RawSocketAddress(try BackendResolver.resolveListen(address))
+                var fds: [Int32] = []
+                var bound: RawSocketAddress?
+                for _ in 0..<(shared ? 1 : loops.count) {
+                    let (fd, local) = try SocketCalls.listen(
+                        on: target,
+                        backlog: Int32(clamping: self.configuration.backlog),
+                        reusePort: !shared
+                    )
+                    fds.append(fd)
+                    target = local
+                    bound = bound ?? local
+                }
+                openings.append((address, fds, bound ?? target, wildcard))
+            } catch {
+                for opening in openings { for fd in opening.fds { close(fd) } }
+                throw L4LBError(.bindFailed, "cannot listen on \(address): \(error.message)")
+            }
+        }
+        let removedTargets = self.boundAddresses.withLockedValue { bound in removed.compactMap { bound[$0] } }
+        let closing = self.listenerSockets.withLockedValue { sockets -> [Int32] in
+            let gone = sockets.filter { socket in removedTargets.contains { socket.local.sameEndpoint(as: $0) } }
+            sockets.removeAll { socket in removedTargets.contains { socket.local.sameEndpoint(as: $0) } }
+            for opening in openings { sockets += opening.fds.map { ($0, opening.bound) } }
+            return gone.map(\.fd)
+        }
+        let release = ListenerRelease(loops: loops.count, fds: closing)
+        for (index, loop) in loops.enumerated() {
+            var adding: [RelayLoop.Listener] = []
+            for opening in openings {
+                let fd = shared ? opening.fds[0] : opening.fds[index]
+                adding.append(.init(fd: fd, local: opening.bound, wildcard: opening.wildcard, shared: shared))
+            }
+            loop.post(.changeListeners(add: adding, remove: removedTargets, release: release))
+        }
+        await release.waitUntilDone()
+        self.listenAddresses.withLockedValue { $0 = listen }
+        self.boundAddresses.withLockedValue { bound in
+            for address in removed { bound[address] = nil }
+            for opening in openings { bound[opening.address] = opening.bound }
+        }
+        for opening in openings {
+            self.logger.info("listening", metadata: ["address": "\(Describe.address(opening.bound.socketAddress))"])
+        }
+        for address in removed {
+            self.logger.info("stopped listening; open connections go on", metadata: ["address": "\(address)"])
+        }
+        return (added, removed)
     }
 
     /// Stops accepting new clients, and returns once the listening sockets are closed (a client

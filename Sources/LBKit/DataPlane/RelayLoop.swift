@@ -28,6 +28,9 @@ final class RelayLoop: @unchecked Sendable {
         case closeAll
         /// Close everything and end the thread.
         case stop
+        /// Start watching `add`, stop watching the listeners on `remove` (a reload changed
+        /// --listen); then tell `release`, which closes the removed sockets once every loop is done.
+        case changeListeners(add: [Listener], remove: [RawSocketAddress], release: ListenerRelease)
     }
 
     struct Listener {
@@ -60,6 +63,8 @@ final class RelayLoop: @unchecked Sendable {
     private let wake: Int32
     var listeners: [Listener] = []
     private var listenersArmed = true
+    /// Set once this loop has stopped accepting for good (it tells RelayShared once).
+    private var stoppedAccepting = false
     /// Set while the listeners are off because descriptors ran out: when to try again.
     private var acceptRetryAt: UInt64?
     var slots: [RelaySlot] = []
@@ -217,6 +222,9 @@ final class RelayLoop: @unchecked Sendable {
                 }
             case .stop:
                 self.running = false
+            case .changeListeners(let add, let remove, let release):
+                self.changeListeners(add: add, remove: remove)
+                release.loopDone()
             }
         }
     }
@@ -307,11 +315,26 @@ extension RelayLoop {
         }
     }
 
+    private func changeListeners(add: [Listener], remove: [RawSocketAddress]) {
+        for index in self.listeners.indices where self.listeners[index].fd >= 0 {
+            guard remove.contains(where: { self.listeners[index].local.sameEndpoint(as: $0) }) else { continue }
+            if self.listenersArmed { self.watch(listener: index, false) }
+            // The entry stays, for the local address of connections it accepted; ListenerRelease
+            // closes the socket once no loop watches it.
+            self.listeners[index].fd = -1
+        }
+        for listener in add {
+            self.listeners.append(listener)
+            if self.listenersArmed { self.watch(listener: self.listeners.count - 1, true) }
+        }
+    }
+
     /// Stops watching the listening sockets and closes this loop's own; the last loop to stop
     /// closes the shared ones, so no loop ever accepts on a closed (and perhaps reused) descriptor.
     /// The entries stay, for the local addresses of open connections.
     private func closeListeners() {
-        guard self.listeners.contains(where: { $0.fd >= 0 }) else { return }
+        guard !self.stoppedAccepting else { return }
+        self.stoppedAccepting = true
         self.armListeners(false)
         let shared = self.listeners.filter(\.shared).map(\.fd)
         for listener in self.listeners where !listener.shared && listener.fd >= 0 { close(listener.fd) }

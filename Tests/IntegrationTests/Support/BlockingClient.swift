@@ -70,6 +70,17 @@ final class BlockingClient: @unchecked Sendable {
         }
     }
 
+    /// Reads exactly `count` bytes; fewer only at EOF.
+    func read(count: Int) throws -> [UInt8] {
+        var all: [UInt8] = []
+        while all.count < count {
+            let chunk = try self.receive(maximum: count - all.count)
+            if chunk.isEmpty { break }
+            all += chunk
+        }
+        return all
+    }
+
     /// Reads until EOF, at most `limit` bytes.
     func readToEnd(limit: Int = 64 << 20) throws -> [UInt8] {
         var all: [UInt8] = []

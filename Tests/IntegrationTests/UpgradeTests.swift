@@ -1,0 +1,230 @@
+import Foundation
+import LBKit
+import NIOConcurrencyHelpers
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Live upgrades of the real binary (SIGUSR2): clients connect in a bounded loop the whole time, a
+/// long transfer runs across every upgrade, and nobody is refused or reset.
+@Suite("Live upgrade", .serialized)
+struct UpgradeTests {
+    /// A private copy of the l4lb binary (an upgrade starts whatever is at this path), in a
+    /// directory of its own with the pid file.
+    final class Installation: @unchecked Sendable {
+        let directory: String
+        var binary: String { "\(self.directory)/l4lb" }
+        var pidFile: String { "\(self.directory)/l4lb.pid" }
+
+        init() throws {
+            self.directory = try PluginFixtures.makeDirectory()
+            try self.install(L4LBProcess.executableURL.path)
+        }
+
+        /// Puts `source` at the binary's path as a new file (a new inode, as a package upgrade does).
+        func install(_ source: String) throws {
+            let staging = "\(self.directory)/l4lb.new"
+            try? FileManager.default.removeItem(atPath: staging)
+            try FileManager.default.copyItem(atPath: source, toPath: staging)
+            chmod(staging, 0o755)
+            guard rename(staging, self.binary) == 0 else {
+                throw TestFailure("rename: \(String(cString: strerror(errno)))")
+            }
+        }
+
+        /// Puts a shell script at the binary's path (a new build that is broken).
+        func installScript(_ body: String) throws {
+            let staging = "\(self.directory)/l4lb.new"
+            try ("#!/bin/sh\n" + body + "\n").write(toFile: staging, atomically: true, encoding: .utf8)
+            chmod(staging, 0o755)
+            guard rename(staging, self.binary) == 0 else {
+                throw TestFailure("rename: \(String(cString: strerror(errno)))")
+            }
+        }
+
+        var pid: Int32? {
+            (try? String(contentsOfFile: self.pidFile, encoding: .utf8)).flatMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: self.directory) }
+    }
+
+    /// Clients in a loop, each connecting, reading its greeting and closing, until stopped.
+    final class ClientLoop: @unchecked Sendable {
+        let served = NIOLockedValueBox(0)
+        let failures = NIOLockedValueBox<[String]>([])
+        let longestGap = NIOLockedValueBox(0.0)
+        private let stop = NIOLockedValueBox(false)
+        private let finished = NIOLockedValueBox(false)
+
+        init(port: Int) {
+            let thread = Thread { [self] in
+                var last = Date()
+                for _ in 0..<200_000 where !self.stop.withLockedValue({ $0 }) {
+                    do {
+                        _ = try BlockingClient.greeting(port: port)
+                        let now = Date()
+                        self.longestGap.withLockedValue { $0 = max($0, now.timeIntervalSince(last)) }
+                        last = now
+                        self.served.withLockedValue { $0 += 1 }
+                    } catch {
+                        self.failures.withLockedValue { $0.append("\(error)") }
+                    }
+                }
+                self.finished.withLockedValue { $0 = true }
+            }
+            thread.start()
+        }
+
+        func finish() async -> Bool {
+            self.stop.withLockedValue { $0 = true }
+            return await eventually(timeoutSeconds: 20) { self.finished.withLockedValue { $0 } }
+        }
+    }
+
+    /// Whether `pid` runs (a zombie, exited and not yet reaped by its parent, does not).
+    static func running(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[stat.index(close, offsetBy: 2)] != "Z"
+    }
+
+    static func upgrade(_ installation: Installation) async throws -> Int32 {
+        let old = try #require(installation.pid)
+        #expect(kill(old, SIGUSR2) == 0)
+        #expect(await eventually(timeoutSeconds: 30) { installation.pid.map { $0 != old } == true }, "no hand-over")
+        return try #require(installation.pid)
+    }
+
+    @Test(
+        "five upgrades in a row under load: none refused or reset; a long transfer stays byte-exact",
+        arguments: [false, true]
+    )
+    func upgradesUnderLoad(rebuilt: Bool) async throws {
+        try await withTestResources { r in
+            let installation = try Installation()
+            let backends = try await r.greeters(["a", "b"])
+            let process = try L4LBProcess(
+                arguments: [
+                    "--listen", "127.0.0.1:0", "--pid-file", installation.pidFile, "--drain-timeout", "60s",
+                    "--backend", backends[0].spec.description, "--backend", backends[1].spec.description,
+                ],
+                executable: URL(fileURLWithPath: installation.binary)
+            )
+            r.onStop {
+                // Every generation: the one serving now, and any still draining.
+                if let pid = installation.pid { kill(pid, SIGKILL) }
+                process.kill()
+            }
+            let port = try #require(await process.listeningPort(), "got: \(process.text)")
+
+            // A long transfer on the first process: echoed back chunk by chunk until the end.
+            let transfer = try BlockingClient(port: port)
+            let greeting = try #require(try transfer.readLine())
+            var sent = 0
+            var mismatches = 0
+            func exchange() throws {
+                let chunk = (0..<4096).map { UInt8(truncatingIfNeeded: (sent + $0) &* 31) }
+                try transfer.send(chunk)
+                let echoed = try transfer.read(count: chunk.count)
+                if echoed != chunk { mismatches += 1 }
+                sent += chunk.count
+            }
+
+            let clients = ClientLoop(port: port)
+            var pids = [try #require(installation.pid)]
+            for round in 0..<5 {
+                if rebuilt { try installation.install(L4LBProcess.executableURL.path) }
+                for _ in 0..<16 { try exchange() }
+                let before = clients.served.withLockedValue { $0 }
+                pids.append(try await Self.upgrade(installation))
+                #expect(await eventually { clients.served.withLockedValue { $0 } > before + 10 }, "round \(round)")
+            }
+            for _ in 0..<16 { try exchange() }
+            transfer.shutdownWrite()
+            #expect(try transfer.readToEnd().isEmpty)
+            #expect(await clients.finish())
+
+            let served = clients.served.withLockedValue { $0 }
+            let gap = clients.longestGap.withLockedValue { $0 }
+            print(
+                "live upgrade (\(rebuilt ? "rebuilt binary" : "same binary")): 5 upgrades, \(served) connections served, "
+                    + "longest gap \(Int(gap * 1000)) ms, \(sent) bytes echoed on one connection through all of them"
+            )
+            #expect(
+                clients.failures.withLockedValue { $0 }.isEmpty,
+                "\(clients.failures.withLockedValue { $0.prefix(3) })"
+            )
+            #expect(mismatches == 0 && ["a", "b"].contains(greeting))
+            #expect(Set(pids).count == 6)
+            // The old generations drained and left; the first one once the long transfer ended.
+            for pid in pids.dropLast() {
+                #expect(await eventually(timeoutSeconds: 20) { !Self.running(pid) }, "pid \(pid) still runs")
+            }
+        }
+    }
+
+    @Test(
+        "a new binary that exits, one that never gets ready, a second signal meanwhile: the old one serves on and says why"
+    )
+    func failedUpgrades() async throws {
+        try await withTestResources { r in
+            let installation = try Installation()
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(
+                arguments: [
+                    "--listen", "127.0.0.1:0", "--pid-file", installation.pidFile, "--upgrade-timeout", "1s",
+                    "--backend", backend.spec.description,
+                ],
+                executable: URL(fileURLWithPath: installation.binary)
+            )
+            r.onStop {
+                if let pid = installation.pid { kill(pid, SIGKILL) }
+                process.kill()
+            }
+            let port = try #require(await process.listeningPort(), "got: \(process.text)")
+            let original = try #require(installation.pid)
+
+            try installation.installScript("exit 3")
+            #expect(kill(original, SIGUSR2) == 0)
+            #expect(
+                await eventually { process.text.contains("the new binary exited before it was ready (exit status 3)") },
+                "got: \(process.text)"
+            )
+            #expect(try BlockingClient.greeting(port: port) == "a")
+
+            try installation.installScript("exec sleep 30")
+            #expect(kill(original, SIGUSR2) == 0)
+            #expect(
+                await eventually {
+                    process.text.contains("upgrade: started the new binary")
+                        && process.text.components(separatedBy: "started the new binary").count == 3
+                }
+            )
+            #expect(kill(original, SIGUSR2) == 0)
+            #expect(
+                await eventually { process.text.contains("upgrade: one is already under way; signal ignored") },
+                "got: \(process.text)"
+            )
+            #expect(
+                await eventually {
+                    process.text.contains("the new binary was not ready within 1.0 seconds; it was stopped")
+                },
+                "got: \(process.text)"
+            )
+            #expect(try BlockingClient.greeting(port: port) == "a")
+            #expect(installation.pid == original)
+
+            // Fixed: the next attempt hands over.
+            try installation.install(L4LBProcess.executableURL.path)
+            let next = try await Self.upgrade(installation)
+            #expect(next != original)
+            #expect(try BlockingClient.greeting(port: port) == "a")
+        }
+    }
+}
