@@ -82,6 +82,8 @@ enum Daemon {
     static func signalReady() {
         guard Self.isChild, let text = ProcessInfo.processInfo.environment[Self.readyVariable], let fd = Int32(text)
         else { return }
+        // Used once: a process this one starts later (a live upgrade) must not write to that number.
+        unsetenv(Self.readyVariable)
         var byte: UInt8 = 1
         _ = write(fd, &byte, 1)
         close(fd)

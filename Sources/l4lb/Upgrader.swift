@@ -102,6 +102,8 @@ final class Upgrader: Sendable {
 
         var kept = sockets + [writeEnd]
         var environment = ProcessInfo.processInfo.environment
+        // Descriptor numbers meant for this process alone (the daemon's start-up pipe) are not passed on.
+        environment[Daemon.readyVariable] = nil
         environment[InheritedListeners.upgradeVariable] = sockets.map(String.init).joined(separator: ",")
         environment[Self.readyVariable] = "\(writeEnd)"
         if let pidFile = self.pidFile {
@@ -114,13 +116,28 @@ final class Upgrader: Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        // This runs on a dispatch thread, which blocks every signal, and a child inherits its
+        // spawner's mask (and the ignored signals): it starts with none blocked and all at default,
+        // or SIGTERM would never reach it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGPIPE] { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK (glibc's values; not exported to Swift).
+        posix_spawnattr_setflags(&attributes, Int16(0x04 | 0x08))
         // dup2 onto itself clears close-on-exec in the child only: the parent's stay as they are.
         for fd in kept { posix_spawn_file_actions_adddup2(&actions, fd, fd) }
         let argv = ([self.executable] + self.arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for pointer in argv + envp { free(pointer) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, self.executable, &actions, nil, argv, envp)
+        let spawned = posix_spawn(&pid, self.executable, &actions, &attributes, argv, envp)
         close(writeEnd)
         guard spawned == 0 else {
             return .failure(

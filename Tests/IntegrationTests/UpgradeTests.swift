@@ -170,6 +170,45 @@ struct UpgradeTests {
     }
 
     @Test(
+        "as a daemon under systemd's notify protocol: the pid file moves, systemd is told the new MAINPID, the old one sends no STOPPING"
+    )
+    func daemonUnderSystemd() async throws {
+        try await withTestResources { r in
+            let installation = try Installation()
+            let backend = try await r.backend(.greet("a"))
+            let receiver = try DatagramReceiver(path: "\(installation.directory)/notify.sock")
+            let logFile = "\(installation.directory)/l4lb.log"
+            let launcher = try L4LBProcess(
+                arguments: [
+                    "--listen", "127.0.0.1:0", "--backend", backend.spec.description, "--daemon",
+                    "--pid-file", installation.pidFile, "--log-file", logFile,
+                ],
+                environment: ["NOTIFY_SOCKET": "\(installation.directory)/notify.sock"],
+                executable: URL(fileURLWithPath: installation.binary)
+            )
+            #expect(await launcher.waitForExit(timeoutSeconds: 30) == 0)
+            let first = try #require(installation.pid)
+            r.onStop { if let pid = installation.pid { kill(pid, SIGKILL) } }
+            #expect(try #require(receiver.receive(timeoutSeconds: 10)).contains("MAINPID=\(first)"))
+            let port = try #require(await listeningPort(inLogFile: logFile))
+            #expect(try BlockingClient.greeting(port: port) == "a")
+
+            let second = try await Self.upgrade(installation)
+            let notice = try #require(receiver.receive(timeoutSeconds: 10))
+            #expect(notice.contains("READY=1") && notice.contains("MAINPID=\(second)"), "got: \(notice)")
+            #expect(await eventually(timeoutSeconds: 20) { !Self.running(first) })
+            // Nothing more from the old one: a STOPPING=1 now would tell systemd the service stops.
+            #expect(receiver.receive(timeoutSeconds: 0.5) == nil)
+            #expect(try BlockingClient.greeting(port: port) == "a")
+            let log = try String(contentsOfFile: logFile, encoding: .utf8)
+            #expect(log.contains("upgrade: the new process serves"))
+            kill(second, SIGTERM)
+            #expect(await eventually(timeoutSeconds: 15) { !Self.running(second) })
+            #expect(!FileManager.default.fileExists(atPath: installation.pidFile))
+        }
+    }
+
+    @Test(
         "a new binary that exits, one that never gets ready, a second signal meanwhile: the old one serves on and says why"
     )
     func failedUpgrades() async throws {
