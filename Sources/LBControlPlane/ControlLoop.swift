@@ -29,6 +29,8 @@ final class ControlLoop: @unchecked Sendable {
     private let wakeup: Wakeup
     /// Set by the sentinel watcher when Sentinel announces a new master (nil without Sentinel).
     private let masterSwitched: ManagedAtomic<Bool>?
+    /// Told of every change applied and input refused, as the line logged.
+    private let changes: @Sendable (String) -> Void
     private var decisions: ControlDecisions
     private var nextStatusReport = NIODeadline.uptimeNanoseconds(0)
     private var names: RedisNames { self.configuration.names }
@@ -43,8 +45,10 @@ final class ControlLoop: @unchecked Sendable {
         statistics: ControlPlaneStatistics,
         outbox: ControlOutbox,
         wakeup: Wakeup,
-        masterSwitched: ManagedAtomic<Bool>? = nil
+        masterSwitched: ManagedAtomic<Bool>? = nil,
+        changes: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.changes = changes
         self.configuration = configuration
         self.router = router
         self.policies = policies
@@ -309,8 +313,10 @@ final class ControlLoop: @unchecked Sendable {
             switch note {
             case .info(let message, let metadata):
                 self.logger.info("\(message)", metadata: metadata.mapValues { "\($0)" })
+                self.changes(message)
             case .warning(let message, let metadata):
                 self.logger.warning("\(message)", metadata: metadata.mapValues { "\($0)" })
+                self.changes(message)
             }
         }
         for _ in 0..<max(0, applied) { self.statistics.recordApplied() }

@@ -77,7 +77,10 @@ public final class ControlPlane: Sendable {
             statistics: self.statistics,
             outbox: self.outbox,
             wakeup: self.wakeup,
-            masterSwitched: self.sentinelWatcher.switched
+            masterSwitched: self.sentinelWatcher.switched,
+            changes: { [changeObservers] line in
+                for observer in changeObservers.withLockedValue({ $0 }) { observer(line) }
+            }
         )
         self.sentinelWatcher.start()
         let stopRequested = self.stopRequested
@@ -90,6 +93,14 @@ public final class ControlPlane: Sendable {
         thread.name = "l4lb-control-plane"
         thread.start()
         await firstSync.wait()
+    }
+
+    private let changeObservers = NIOLockedValueBox<[@Sendable (String) -> Void]>([])
+
+    /// Calls `observer` with a line for every change applied and every input refused (the status
+    /// page's event list); on the control thread, so it must not block.
+    public func observeChanges(_ observer: @escaping @Sendable (String) -> Void) {
+        self.changeObservers.withLockedValue { $0.append(observer) }
     }
 
     /// With a Sentinel URL: whether a sentinel's `+switch-master` announcements are being followed.

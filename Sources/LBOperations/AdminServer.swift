@@ -6,23 +6,28 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The operator's window into a running l4lb, opened only with `--admin`: `GET /metrics`
-/// (Prometheus text format), `GET /status` (JSON) and `GET /healthz`.
+/// The operator's window into a running l4lb, opened only with `--admin`: `GET /` (the live status
+/// page, `StatusPage`, with its data at `/ui.json`), `GET /metrics` (Prometheus text format),
+/// `GET /status` (JSON) and `GET /healthz`. Read-only: every other method is refused.
 public final class AdminServer: Sendable {
     public struct Endpoints: Sendable {
         public var metrics: @Sendable () -> [UInt8]
         public var status: @Sendable () -> String
         /// nil when healthy; otherwise the reason, answered with 503.
         public var unhealthyReason: @Sendable () -> String?
+        /// `/ui.json`, the status page's data; nil: no status page.
+        public var statusPage: (@Sendable () -> String)?
 
         public init(
             metrics: @escaping @Sendable () -> [UInt8],
             status: @escaping @Sendable () -> String,
-            unhealthyReason: @escaping @Sendable () -> String?
+            unhealthyReason: @escaping @Sendable () -> String?,
+            statusPage: (@Sendable () -> String)? = nil
         ) {
             self.metrics = metrics
             self.status = status
             self.unhealthyReason = unhealthyReason
+            self.statusPage = statusPage
         }
     }
 
@@ -139,6 +144,14 @@ final class AdminHandler: ChannelDuplexHandler {
                 )
             case "/status":
                 (status, contentType, body) = (.ok, "application/json", Array((self.endpoints.status() + "\n").utf8))
+            case "/" where self.endpoints.statusPage != nil:
+                (status, contentType, body) = (.ok, "text/html; charset=utf-8", Array(StatusPage.html.utf8))
+            case "/ui.json":
+                if let page = self.endpoints.statusPage {
+                    (status, contentType, body) = (.ok, "application/json", Array((page() + "\n").utf8))
+                } else {
+                    (status, contentType, body) = (.notFound, "text/plain", Array("no status page\n".utf8))
+                }
             case "/healthz":
                 if let reason = self.endpoints.unhealthyReason() {
                     (status, contentType, body) = (.serviceUnavailable, "text/plain", Array("\(reason)\n".utf8))
@@ -147,13 +160,14 @@ final class AdminHandler: ChannelDuplexHandler {
                 }
             default:
                 (status, contentType, body) = (
-                    .notFound, "text/plain", Array("not found: try /metrics, /status, /healthz\n".utf8)
+                    .notFound, "text/plain", Array("not found: try /, /metrics, /status, /healthz\n".utf8)
                 )
             }
         }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: "\(body.count)")
+        headers.add(name: "Cache-Control", value: "no-store")
         let keepAlive = head.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(

@@ -39,12 +39,17 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
     // endpoint can outlive the proxy's drain.
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let closes = ConnectionCloseCounts()
+    let events = RecentEvents()
+    controlPlane?.observeChanges { events.record(kind: "control", $0) }
     let proxy = ProxyServer(
         configuration: settings.proxy,
         router: router,
         logger: logger,
         group: group,
-        healthEvents: { [controlPlane] event in controlPlane?.publishEvent(event.json) },
+        healthEvents: { [controlPlane] event in
+            events.record(event)
+            controlPlane?.publishEvent(event.json)
+        },
         observers: [closes] + (accessLog.map { [$0] } ?? [])
     )
     let metrics = MetricsExporter(
@@ -67,6 +72,7 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
         proxy: proxy,
         accessLog: accessLog,
         metrics: metrics,
+        events: events,
         group: group
     )
 }
@@ -85,7 +91,11 @@ final class Application: Sendable {
     let proxy: ProxyServer
     let accessLog: AccessLog?
     let metrics: MetricsExporter
+    /// The last health and control-plane events, and five minutes of traffic: the status page's.
+    let events: RecentEvents
+    let history = TrafficHistory()
     let startedAt = Date()
+    private let sampler = NIOLockedValueBox<RepeatedTask?>(nil)
     private let group: MultiThreadedEventLoopGroup
     private let admin = NIOLockedValueBox<AdminServer?>(nil)
     private let stopped = NIOLockedValueBox(false)
@@ -101,6 +111,7 @@ final class Application: Sendable {
         proxy: ProxyServer,
         accessLog: AccessLog?,
         metrics: MetricsExporter,
+        events: RecentEvents,
         group: MultiThreadedEventLoopGroup
     ) {
         self.settings = settings
@@ -113,6 +124,7 @@ final class Application: Sendable {
         self.proxy = proxy
         self.accessLog = accessLog
         self.metrics = metrics
+        self.events = events
         self.group = group
     }
 
@@ -134,6 +146,12 @@ final class Application: Sendable {
                     logger: self.logger
                 )
                 self.admin.withLockedValue { $0 = admin }
+                // One sample a second for the status page's charts.
+                let (history, router) = (self.history, self.router)
+                let task = self.group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+                    history.sample(router.pool)
+                }
+                self.sampler.withLockedValue { $0 = task }
             }
         } catch {
             await self.stop()
@@ -155,6 +173,22 @@ final class Application: Sendable {
         return nil
     }
 
+    /// `/ui.json`: the status page's data.
+    func statusPageJSON() -> String {
+        JSONText.encode(
+            StatusPageData(
+                status: InstanceStatus.document(
+                    instance: self.settings.proxy.instanceID,
+                    startedAt: self.startedAt,
+                    router: self.router,
+                    controlPlane: self.controlPlane?.statistics
+                ),
+                history: self.history.series,
+                events: self.events.all
+            )
+        )
+    }
+
     /// `/status` and the `status:<instance>` key.
     func statusJSON() -> String {
         InstanceStatus.json(
@@ -169,7 +203,8 @@ final class Application: Sendable {
         AdminServer.Endpoints(
             metrics: { [metrics] in metrics.render() },
             status: { [self] in self.statusJSON() },
-            unhealthyReason: { [self] in self.unhealthyReason() }
+            unhealthyReason: { [self] in self.unhealthyReason() },
+            statusPage: { [self] in self.statusPageJSON() }
         )
     }
 
@@ -215,6 +250,7 @@ final class Application: Sendable {
             return !stopped
         }
         guard first else { return }
+        self.sampler.withLockedValue { $0?.cancel() }
         await self.proxy.shutdown()
         await self.controlPlane?.stop()
         let admin = self.admin.withLockedValue { admin in
