@@ -189,6 +189,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "CLBPolicy",
+                "CLinux",
                 "LBKit",
                 "LBControlPlane",
                 "LBOperations",

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
+#include <spawn.h>
 #include <sys/socket.h>
 
 #include "l4lb_linux.h"
@@ -12,4 +13,8 @@ int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int fla
 int l4lb_unacknowledged_bytes(int fd) {
     int bytes = 0;
     return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : -1;
+}
+
+int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

@@ -43,6 +43,9 @@ public final class RedisConnection {
         // Commands wait at most `timeout`; a reply later than that means a broken connection.
         redisSetTimeout(context, timeval)
         redisEnableKeepAlive(context)
+        // hiredis opens its socket without close-on-exec: a process l4lb starts (a live upgrade)
+        // must not inherit it.
+        _ = fcntl(context.pointee.fd, F_SETFD, FD_CLOEXEC)
         if let password = endpoint.password {
             let arguments = endpoint.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
             if case .error(let message) = try self.command(arguments) {

@@ -141,6 +141,14 @@ public final class MetricsExporter: Sendable {
             counter("l4lb_policy_picks_total", "Backend picks made by each policy.", [("policy", policy)], picks)
         }
         gauge("l4lb_policy_active", "The policy in force (value 1).", [("policy", table.policy.name)], 1)
+        // Instances run the same pool exactly when their fingerprints match: an alert counts the
+        // distinct values across instances.
+        gauge(
+            "l4lb_pool_info",
+            "The pool in use, by its fingerprint (value 1).",
+            [("fingerprint", PoolFingerprint.of(table.pool.specs))],
+            1
+        )
         if let faults = self.sources.pluginFaults {
             counter("l4lb_plugin_faults_total", "Plugin picks that answered an invalid index.", [], faults.total)
         }
@@ -157,6 +165,9 @@ public final class MetricsExporter: Sendable {
                 [],
                 controlPlane.refusedMessages
             )
+            if let version = controlPlane.poolVersion {
+                gauge("l4lb_pool_version", "The shared pool's version this instance runs.", [], Double(version))
+            }
             counter(
                 "l4lb_control_changes_applied_total",
                 "Pool and policy changes applied from Redis.",

@@ -70,7 +70,9 @@ enum Daemon {
         return 1
     }
 
-    private static func closeOnExec(allExcept kept: Set<Int32>) {
+    /// Marks every descriptor but `kept` close-on-exec, so that a process started next inherits
+    /// only what it is meant to.
+    static func closeOnExec(allExcept kept: Set<Int32>) {
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
         for name in descriptors {
             guard let fd = Int32(name), !kept.contains(fd) else { continue }

@@ -113,6 +113,9 @@ final class Upgrader: Sendable {
         // A daemon's new process is already detached: it must not detach again.
         if self.application.settings.operations.daemon { environment[Daemon.childVariable] = "1" }
 
+        // Only the sockets, the pid file and the pipe go to the new process: not Redis connections,
+        // not clients' sockets (one left open in the child would outlive its connection here).
+        Daemon.closeOnExec(allExcept: Set(kept + [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO]))
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

@@ -250,7 +250,7 @@ struct GeoRoutingTests {
             try client.publish("setPolicy", "round-robin")
             #expect(await eventually { proxy.router.policy.name == "round-robin" })
             let before = served.withLockedValue { $0 }
-            #expect(await eventually { served.withLockedValue { $0 } > before + 20 })
+            #expect(await eventually(timeoutSeconds: 20) { served.withLockedValue { $0 } > before + 20 })
             stop.withLockedValue { $0 = true }
             // Joined: the traffic thread has ended, so its every client is counted below.
             #expect(await eventually { finished.withLockedValue { $0 } })

@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import LBKit
 import NIOConcurrencyHelpers
@@ -19,6 +20,9 @@ struct SocketActivationTests {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, socket, 3)
+        // Nothing else of this test process (other tests' client sockets, listeners) goes along:
+        // an inherited socket would stay open after its test closed it.
+        l4lb_spawn_close_from(&actions, 4)
         posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0)
         // LISTEN_PID must be the process that reads it: the shell's own, which exec keeps.
@@ -61,14 +65,17 @@ struct SocketActivationTests {
             let clients = UpgradeTests.ClientLoop(port: port)
             for round in 0..<5 {
                 let before = clients.served.withLockedValue { $0 }
-                #expect(await eventually { clients.served.withLockedValue { $0 } > before + 10 }, "round \(round)")
+                #expect(
+                    await eventually(timeoutSeconds: 20) { clients.served.withLockedValue { $0 } > before + 10 },
+                    "round \(round)"
+                )
                 // systemctl restart: stop, then start again on the same socket.
                 #expect(Self.stop(running.withLockedValue { $0 }) == 0)
                 let next = try Self.start(socket: socket, arguments: arguments)
                 running.withLockedValue { $0 = next }
             }
             let before = clients.served.withLockedValue { $0 }
-            #expect(await eventually { clients.served.withLockedValue { $0 } > before + 10 })
+            #expect(await eventually(timeoutSeconds: 20) { clients.served.withLockedValue { $0 } > before + 10 })
             #expect(await clients.finish())
             let served = clients.served.withLockedValue { $0 }
             let gap = clients.longestGap.withLockedValue { $0 }

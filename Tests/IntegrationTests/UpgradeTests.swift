@@ -53,7 +53,9 @@ struct UpgradeTests {
         deinit { try? FileManager.default.removeItem(atPath: self.directory) }
     }
 
-    /// Clients in a loop, each connecting, reading its greeting and closing, until stopped.
+    /// Clients in a loop, each connecting, reading its greeting and closing, until stopped: at most
+    /// about 500 a second, enough to see a gap of a few milliseconds, and not so many that the
+    /// suite's other tests, running beside it on two cores, starve.
     final class ClientLoop: @unchecked Sendable {
         let served = NIOLockedValueBox(0)
         let failures = NIOLockedValueBox<[String]>([])
@@ -74,6 +76,8 @@ struct UpgradeTests {
                     } catch {
                         self.failures.withLockedValue { $0.append("\(error)") }
                     }
+                    // Pacing of a load generator, not a wait for a condition.
+                    usleep(2_000)
                 }
                 self.finished.withLockedValue { $0 = true }
             }
@@ -124,7 +128,7 @@ struct UpgradeTests {
             let port = try #require(await process.listeningPort(), "got: \(process.text)")
 
             // A long transfer on the first process: echoed back chunk by chunk until the end.
-            let transfer = try BlockingClient(port: port)
+            let transfer = try BlockingClient(port: port, timeoutSeconds: 30)
             let greeting = try #require(try transfer.readLine())
             var sent = 0
             var mismatches = 0
@@ -143,7 +147,10 @@ struct UpgradeTests {
                 for _ in 0..<16 { try exchange() }
                 let before = clients.served.withLockedValue { $0 }
                 pids.append(try await Self.upgrade(installation))
-                #expect(await eventually { clients.served.withLockedValue { $0 } > before + 10 }, "round \(round)")
+                #expect(
+                    await eventually(timeoutSeconds: 20) { clients.served.withLockedValue { $0 } > before + 10 },
+                    "round \(round)"
+                )
             }
             for _ in 0..<16 { try exchange() }
             transfer.shutdownWrite()

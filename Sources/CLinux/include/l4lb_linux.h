@@ -2,6 +2,7 @@
 #ifndef L4LB_LINUX_H
 #define L4LB_LINUX_H
 
+#include <spawn.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -31,5 +32,9 @@ int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int fla
 // Bytes in the socket's send queue that the peer has not acknowledged (ioctl SIOCOUTQ, which
 // Swift cannot call: ioctl is variadic). -1 if the call failed.
 int l4lb_unacknowledged_bytes(int fd);
+
+// posix_spawn_file_actions_addclosefrom_np (glibc 2.34+, a GNU extension Swift does not see): the
+// child closes every descriptor from `from` up, so that it inherits only what it was given.
+int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
 #endif
