@@ -40,7 +40,7 @@ struct RunCommand: AsyncParsableCommand {
     )
     var backends: [String] = []
 
-    @Option(help: "Balancing policy: round-robin or least-connections (see `l4lb policies`).")
+    @Option(help: "Balancing policy: round-robin, least-connections, maglev, or a plugin's (see `l4lb policies`).")
     var policy: String = "round-robin"
 
     @Option(
