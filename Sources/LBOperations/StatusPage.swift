@@ -47,7 +47,7 @@ public enum StatusPage {
         </div>
         <div class="wrap"><table>
           <thead><tr><th>backend</th><th>region</th><th class="n">weight</th><th>state</th>
-          <th class="n">open</th><th class="n">connections</th><th class="n">failures</th></tr></thead>
+          <th class="n">open</th><th class="n">connections</th><th class="n">bytes</th><th class="n">failures</th></tr></thead>
           <tbody id="backends"></tbody>
         </table></div>
         <div class="charts">
@@ -63,6 +63,11 @@ public enum StatusPage {
         function age(seconds) {
           const h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
           return h ? h + "h" + String(m).padStart(2, "0") + "m" : m ? m + "m" + String(s).padStart(2, "0") + "s" : s + "s";
+        }
+        function bytes(n) {
+          const units = ["B", "KB", "MB", "GB", "TB"]; let i = 0;
+          while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+          return (i ? n.toFixed(1) : n) + " " + units[i];
         }
         function cell(row, value, numeric) {
           const td = row.insertCell(); td.textContent = value; if (numeric) td.className = "n"; return td;
@@ -93,8 +98,11 @@ public enum StatusPage {
             for (const b of status.backends) {
               const row = body.insertRow(); row.dataset.backend = b.address; row.dataset.state = b.state;
               cell(row, b.address); cell(row, b.region || "-"); cell(row, b.weight, true);
-              cell(row, b.state).className = "state";
-              cell(row, b.active_connections, true); cell(row, b.total_connections, true); cell(row, b.connect_failures, true);
+              const state = cell(row, b.state); state.className = "state";
+              if (b.reason) state.title = b.reason;
+              if (b.reason && b.state !== "healthy") state.textContent = b.state + " (" + b.reason + ")";
+              cell(row, b.active_connections, true); cell(row, b.total_connections, true);
+              cell(row, bytes((b.bytes_from_clients || 0) + (b.bytes_to_clients || 0)), true); cell(row, b.connect_failures, true);
             }
             chart("connections", ui.history, "connections"); chart("bytes", ui.history, "bytes");
             const events = document.getElementById("events"); events.replaceChildren();

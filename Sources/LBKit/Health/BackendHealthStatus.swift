@@ -1,4 +1,5 @@
 import Atomics
+import NIOConcurrencyHelpers
 
 /// What the data plane needs to know of a backend's health, readable with one relaxed atomic load
 /// per pick. Shared by every pool snapshot that contains the backend, like its counters; written only
@@ -8,8 +9,16 @@ public final class BackendHealthStatus: Sendable {
     private let failing = ManagedAtomic<Bool>(false)
     private let retirements = ManagedAtomic<Int>(0)
     private let recoveries = ManagedAtomic<Int>(0)
+    /// Why the last change of state happened ("connect refused", "probe succeeded"); read by
+    /// `/status` and the status page, never by the data plane.
+    private let lastReason = NIOLockedValueBox<String?>(nil)
 
     public init() {}
+
+    /// Why the backend was last retired or restored; nil while it never was.
+    public var reason: String? { self.lastReason.withLockedValue { $0 } }
+
+    func setReason(_ reason: String) { self.lastReason.withLockedValue { $0 = reason } }
 
     /// Times this backend was retired, and brought back, since it joined the pool.
     public var retirementCount: Int { self.retirements.load(ordering: .relaxed) }

@@ -204,6 +204,7 @@ final class HealthCheckerCore {
         }
         guard let transition = decision.transition else { return }
         entry.backend.health.setRetired(transition != .healthy)
+        entry.backend.health.setReason(reason)
         if transition == .healthy {
             self.logger.info("backend restored", metadata: ["backend": "\(address)", "reason": "\(reason)"])
         } else {

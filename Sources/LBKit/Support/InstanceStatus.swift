@@ -50,6 +50,11 @@ public enum InstanceStatus {
         public var activeConnections: Int
         public var totalConnections: Int
         public var connectFailures: Int
+        /// Bytes relayed to and from the backend (counted as connections close).
+        public var bytesFromClients: Int?
+        public var bytesToClients: Int?
+        /// Why the backend was last retired or restored.
+        public var reason: String?
 
         enum CodingKeys: String, CodingKey {
             case address
@@ -59,6 +64,9 @@ public enum InstanceStatus {
             case activeConnections = "active_connections"
             case totalConnections = "total_connections"
             case connectFailures = "connect_failures"
+            case bytesFromClients = "bytes_from_clients"
+            case bytesToClients = "bytes_to_clients"
+            case reason
         }
     }
 
@@ -89,7 +97,10 @@ public enum InstanceStatus {
                     state: backend.isRetired ? "retired" : "healthy",
                     activeConnections: backend.activeConnections,
                     totalConnections: backend.counters.totalConnections,
-                    connectFailures: backend.counters.connectFailures
+                    connectFailures: backend.counters.connectFailures,
+                    bytesFromClients: backend.counters.bytesFromClients,
+                    bytesToClients: backend.counters.bytesFromBackend,
+                    reason: backend.health.reason
                 )
             }
         )
