@@ -21,23 +21,10 @@ struct ExternalPackageTests {
             # tests, running meanwhile, have timeouts.
             exec nice -n 19 swift build --package-path "$1" --scratch-path "$2" --product "$3"
             """
-        return try Self.run(
+        return try runProcess(
             "/usr/bin/unshare",
             ["--mount", "--propagation", "private", "sh", "-c", script, "sandbox", Self.package, Self.scratch, product]
         )
-    }
-
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
     }
 
     @Test("depends on LBKit alone and builds and runs without hiredis; LBControlPlane does not build there")
@@ -48,7 +35,7 @@ struct ExternalPackageTests {
         )
         let embedder = try Self.buildWithoutHiredis("Embedder")
         #expect(embedder.status == 0, "\(embedder.output.suffix(2000))")
-        let ran = try Self.run("\(Self.scratch)/debug/Embedder", [])
+        let ran = try runProcess("\(Self.scratch)/debug/Embedder", [])
         #expect(ran.status == 0)
         #expect(ran.output == "embedded LBKit: policy first-healthy, 2 backends, picked 0\n")
 

@@ -213,11 +213,7 @@ struct HealthTests {
                 #expect(try BlockingClient.greeting(port: proxy.port) == "a")
             }
             #expect(await eventually { proxy.router.pool.backends[0].isRetired })
-            let published = try #require(try observer.nextReply(waitingUpTo: 3_000))
-            guard case .array(let parts) = published, parts.count == 3, let json = parts[2].text else {
-                Issue.record("unexpected reply on events: \(published)")
-                return
-            }
+            let json = try Self.nextEvent(observer)
             #expect(json.contains(#""event":"backend-retired""#))
             #expect(json.contains(#""backend":"127.0.0.1:\#(deadPort)""#))
 
@@ -237,17 +233,22 @@ struct HealthTests {
             #expect(await eventually { proxy.poolPorts == [alive.port] })
             // The removal is published, and the checker forgets the backend: nothing is left to
             // probe it (HealthCheckerTests shows, on a clock of its own, that no probe follows).
-            let removed = try #require(try observer.nextReply(waitingUpTo: 3_000))
-            guard case .array(let removal) = removed, removal.count == 3, let removalJSON = removal[2].text else {
-                Issue.record("unexpected reply on events: \(removed)")
-                return
-            }
+            let removalJSON = try Self.nextEvent(observer)
             #expect(removalJSON.contains(#""event":"backend-removed""#))
             #expect(removalJSON.contains(#""backend":"127.0.0.1:\#(deadPort)""#))
             #expect(await proxy.proxy.health.states()[dead.address] == nil)
             #expect(try BlockingClient.greeting(port: proxy.port) == "a")
             withExtendedLifetime(reservation) {}
         }
+    }
+
+    /// The next message on the `events` channel `observer` subscribes to, as its JSON text.
+    static func nextEvent(_ observer: RedisConnection) throws -> String {
+        let reply = try #require(try observer.nextReply(waitingUpTo: 3_000))
+        guard case .array(let parts) = reply, parts.count == 3, let json = parts[2].text else {
+            throw TestFailure("unexpected reply on events: \(reply)")
+        }
+        return json
     }
 
     @Test("addServer of a retired backend does not duplicate it or clear its retirement")

@@ -20,16 +20,8 @@ struct MonitoringTests {
     @Test("promtool check rules accepts the alert rules")
     func promtoolChecksTheRules() throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.promtool), "scripts/test installs prometheus")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.promtool)
-        process.arguments = ["check", "rules", Self.rules]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        let (status, text) = try runProcess(Self.promtool, ["check", "rules", Self.rules])
+        #expect(status == 0, "\(text)")
         #expect(text.contains("SUCCESS: 6 rules found"), "\(text)")
     }
 

@@ -26,13 +26,14 @@ struct HealthCheckerTests {
     /// No jitter: probes fall exactly on the intervals.
     let settings = HealthSettings(probeInterval: .seconds(1), probeMaximumInterval: .seconds(8), jitter: { $0 })
 
-    @Test("a removed backend is reported as backend-removed and never probed again")
-    func removal() throws {
-        let loop = EmbeddedEventLoop()
+    /// A checker of a router with the dead and the alive backend, on `loop`, probing with `probe`.
+    func checker(
+        on loop: EmbeddedEventLoop,
+        events: (@Sendable (HealthEvent) -> Void)? = nil,
+        probe: @escaping HealthChecker.Probe
+    ) throws -> (HealthChecker, Router) {
         let router = Router(policy: FirstBackend())
         try router.setPool([self.dead, self.alive])
-        let events = NIOLockedValueBox<[HealthEvent]>([])
-        let probes = NIOLockedValueBox<[SocketAddress]>([])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let checker = HealthChecker(
@@ -41,13 +42,26 @@ struct HealthCheckerTests {
             loop: loop,
             instance: "test",
             logger: logger,
+            events: events,
+            probe: probe
+        )
+        loop.run()
+        return (checker, router)
+    }
+
+    @Test("a removed backend is reported as backend-removed and never probed again")
+    func removal() throws {
+        let loop = EmbeddedEventLoop()
+        let events = NIOLockedValueBox<[HealthEvent]>([])
+        let probes = NIOLockedValueBox<[SocketAddress]>([])
+        let (checker, router) = try self.checker(
+            on: loop,
             events: { event in events.withLockedValue { $0.append(event) } },
             probe: { address, loop, _ in
                 probes.withLockedValue { $0.append(address) }
                 return loop.makeFailedFuture(ProbeRefused())
             }
         )
-        loop.run()
 
         checker.connectFailed(router.pool.backends[0], kind: .refused)
         loop.run()
@@ -77,23 +91,10 @@ struct HealthCheckerTests {
     @Test("--rise successful probes restore a retired backend, on the loop's clock")
     func restoration() throws {
         let loop = EmbeddedEventLoop()
-        let router = Router(policy: FirstBackend())
-        try router.setPool([self.dead, self.alive])
         let answering = NIOLockedValueBox(false)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let checker = HealthChecker(
-            router: router,
-            settings: self.settings,
-            loop: loop,
-            instance: "test",
-            logger: logger,
-            probe: { _, loop, _ in
-                answering.withLockedValue { $0 }
-                    ? loop.makeSucceededVoidFuture() : loop.makeFailedFuture(ProbeRefused())
-            }
-        )
-        loop.run()
+        let (checker, router) = try self.checker(on: loop) { _, loop, _ in
+            answering.withLockedValue { $0 } ? loop.makeSucceededVoidFuture() : loop.makeFailedFuture(ProbeRefused())
+        }
         checker.connectFailed(router.pool.backends[0], kind: .refused)
         loop.run()
         #expect(router.pool.backends[0].isRetired)
