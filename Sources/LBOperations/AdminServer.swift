@@ -17,17 +17,21 @@ public final class AdminServer: Sendable {
         public var unhealthyReason: @Sendable () -> String?
         /// `/ui.json`, the status page's data; nil: no status page.
         public var statusPage: (@Sendable () -> String)?
+        /// `/explain?client=IP[&port=P]`: what the policy would pick for that client, and why.
+        public var explain: (@Sendable (ClientAddress) -> String)?
 
         public init(
             metrics: @escaping @Sendable () -> [UInt8],
             status: @escaping @Sendable () -> String,
             unhealthyReason: @escaping @Sendable () -> String?,
-            statusPage: (@Sendable () -> String)? = nil
+            statusPage: (@Sendable () -> String)? = nil,
+            explain: (@Sendable (ClientAddress) -> String)? = nil
         ) {
             self.metrics = metrics
             self.status = status
             self.unhealthyReason = unhealthyReason
             self.statusPage = statusPage
+            self.explain = explain
         }
     }
 
@@ -151,6 +155,23 @@ final class AdminHandler: ChannelDuplexHandler {
                     (status, contentType, body) = (.ok, "application/json", Array((page() + "\n").utf8))
                 } else {
                     (status, contentType, body) = (.notFound, "text/plain", Array("no status page\n".utf8))
+                }
+            case "/explain" where self.endpoints.explain != nil:
+                let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+                var parameters: [String: String] = [:]
+                for pair in query.split(separator: "&") {
+                    let parts = pair.split(separator: "=", maxSplits: 1)
+                    if parts.count == 2 { parameters[String(parts[0])] = String(parts[1]).removingPercentEncoding }
+                }
+                let port = parameters["port"].flatMap { UInt16($0) } ?? 0
+                if let text = parameters["client"], let client = ClientAddress(text: text, port: port),
+                    let explain = self.endpoints.explain
+                {
+                    (status, contentType, body) = (.ok, "application/json", Array((explain(client) + "\n").utf8))
+                } else {
+                    (status, contentType, body) = (
+                        .badRequest, "text/plain", Array("usage: /explain?client=IP[&port=PORT]\n".utf8)
+                    )
                 }
             case "/healthz":
                 if let reason = self.endpoints.unhealthyReason() {

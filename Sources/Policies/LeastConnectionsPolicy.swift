@@ -63,6 +63,28 @@ final class LeastConnectionsSelector: BackendSelector {
         }
     }
 
+    /// A scan of the live loads, the heap untouched. On a tie the pick goes to the backend picked
+    /// least recently, which the explanation names as a tie.
+    func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
+        let pool = self.pool
+        let eligible = pool.backends.indices.filter { pool.isEligible($0, excluding: excluded) }
+        guard !eligible.isEmpty else { return PickExplanation(steps: ["no backend eligible"], backend: nil) }
+        func load(_ index: Int) -> Double { Double(pool[index].activeConnections) / Double(pool[index].weight) }
+        let ordered = eligible.sorted { load($0) < load($1) }
+        let compared = ordered.prefix(5).map {
+            "\(pool[$0].address) \(pool[$0].activeConnections) open / weight \(pool[$0].weight)"
+        }
+        var steps = [
+            "\(eligible.count) of \(pool.count) backends eligible",
+            "loads: " + compared.joined(separator: ", ") + (ordered.count > 5 ? ", ..." : ""),
+        ]
+        let best = ordered[0]
+        let tied = ordered.filter { load($0) == load(best) }.count
+        if tied > 1 { steps.append("\(tied) tied: the one picked least recently wins") }
+        steps.append("least loaded: \(pool[best].address) (\(pool[best].activeConnections) open)")
+        return PickExplanation(steps: steps, backend: best)
+    }
+
     func refresh(_ backend: Backend) {
         guard let index = self.indexByCounters[ObjectIdentifier(backend.counters)] else { return }
         let load = self.pool[index].activeConnections

@@ -100,4 +100,36 @@ struct MaglevSelector: BackendSelector {
         }
         return nil
     }
+
+    func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
+        let slots = self.table.slots
+        guard self.pool.count > 0 else { return PickExplanation(steps: ["the pool is empty"], backend: nil) }
+        let first = self.slot(for: client)
+        var steps = ["hash of \(client)\(self.hashesPort ? "" : " (address only)") -> slot \(first) of \(slots.count)"]
+        // The client's preference order: the distinct backends met walking from its slot.
+        var order: [Int] = []
+        var slot = first
+        var chosen: Int?
+        for _ in 0..<slots.count where order.count < 3 || chosen == nil {
+            let index = Int(slots[slot])
+            if index >= 0, !order.contains(index) {
+                order.append(index)
+                if chosen == nil {
+                    if self.pool.isEligible(index, excluding: excluded) {
+                        chosen = index
+                    } else {
+                        steps.append(
+                            "\(self.pool[index].address) skipped (\(excluded.contains(index) ? "excluded" : "retired"))"
+                        )
+                    }
+                }
+            }
+            slot = slot + 1 == slots.count ? 0 : slot + 1
+        }
+        steps.append(
+            "preference order: " + order.prefix(3).map { self.pool[$0].address.description }.joined(separator: ", ")
+        )
+        if let chosen { steps.append("maglev: \(self.pool[chosen].address)") }
+        return PickExplanation(steps: steps, backend: chosen)
+    }
 }

@@ -101,4 +101,25 @@ final class RoundRobinSelector: BackendSelector {
         }
         return nil
     }
+
+    func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
+        guard !self.schedule.isEmpty else { return PickExplanation(steps: ["the pool is empty"], backend: nil) }
+        let length = UInt64(self.schedule.count)
+        let start = self.position.load(ordering: .relaxed) % length
+        var steps = [
+            "schedule of \(length) turns over \(self.pool.count) backends (weights \(self.pool.backends.map(\.weight).map(String.init).joined(separator: ", ")))",
+            "next turn \(start + 1) of \(length)",
+        ]
+        for step in 0..<length {
+            let index = self.schedule[Int((start + step) % length)]
+            let backend = self.pool[index]
+            if self.pool.isEligible(index, excluding: excluded) {
+                steps.append("round-robin: \(backend.address) (weight \(backend.weight))")
+                return PickExplanation(steps: steps, backend: index)
+            }
+            steps.append("\(backend.address) skipped (\(excluded.contains(index) ? "excluded" : "retired"))")
+        }
+        steps.append("no backend eligible")
+        return PickExplanation(steps: steps, backend: nil)
+    }
 }

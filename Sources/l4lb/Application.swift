@@ -77,6 +77,16 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
     )
 }
 
+/// `/explain`'s answer.
+struct Explanation: Codable {
+    var client: String
+    var policy: String
+    var backend: String?
+    var steps: [String]
+    /// The steps as one line: `hash of 192.0.2.7 -> slot 8 of 65537 -> ... -> maglev: 10.0.0.7:80`.
+    var chain: String
+}
+
 /// l4lb's parts, wired: built by `buildApplication`, started by `start()`, then either run until a
 /// shutdown signal (`run()`, the binary) or stopped (`stop()`, the tests).
 final class Application: Sendable {
@@ -204,7 +214,19 @@ final class Application: Sendable {
             metrics: { [metrics] in metrics.render() },
             status: { [self] in self.statusJSON() },
             unhealthyReason: { [self] in self.unhealthyReason() },
-            statusPage: { [self] in self.statusPageJSON() }
+            statusPage: { [self] in self.statusPageJSON() },
+            explain: { [router] client in
+                let (policy, explanation, backend) = router.explain(client)
+                return JSONText.encode(
+                    Explanation(
+                        client: client.description,
+                        policy: policy,
+                        backend: backend?.description,
+                        steps: explanation.steps,
+                        chain: explanation.steps.joined(separator: " -> ")
+                    )
+                )
+            }
         )
     }
 

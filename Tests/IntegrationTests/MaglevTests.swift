@@ -1,3 +1,4 @@
+import Foundation
 import LBKit
 import Testing
 
@@ -35,6 +36,30 @@ struct MaglevTests {
                 }
             }
             withExtendedLifetime(reservation) {}
+        }
+    }
+
+    @Test("/explain names the backend a client goes to, and why; a bad request is refused")
+    func explainEndpoint() async throws {
+        try await withTestResources { r in
+            let backends = try await r.greeters(["a", "b", "c"])
+            let proxy = try await r.l4lb(
+                backends: backends.map(\.spec),
+                ["--policy", "maglev", "--accept-proxy-protocol", "--admin", "127.0.0.1:0"]
+            )
+            let admin = try #require(proxy.adminAddress?.port)
+            for source in ["198.51.100.7", "203.0.113.9", "2001:db8::5"] {
+                let (status, body) = try httpGet(port: admin, path: "/explain?client=\(source)")
+                #expect(status == 200)
+                let answer = try JSONDecoder().decode(Explanation.self, from: Data(body.utf8))
+                #expect(answer.policy == "maglev")
+                #expect(answer.chain.hasPrefix("hash of "))
+                // The explained backend is the one that serves that client.
+                let served = try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1(source))
+                let port = backends.first { $0.spec.address.description == answer.backend }?.port
+                #expect(port == backends.first { $0.name == served }?.port, "\(answer) but served by \(served)")
+            }
+            #expect(try httpGet(port: admin, path: "/explain?client=nonsense").status == 400)
         }
     }
 }

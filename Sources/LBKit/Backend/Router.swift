@@ -118,6 +118,15 @@ public final class Router: Sendable {
     }
 
     /// Installs `policy` for the next clients; open connections are not touched.
+    /// What the policy in force would pick for `client` now, and why; changes nothing.
+    public func explain(
+        _ client: ClientAddress
+    ) -> (policy: String, explanation: PickExplanation, backend: HostAndPort?) {
+        let table = self.table
+        let explanation = table.selector.explain(for: client, excluding: .none)
+        return (table.policy.name, explanation, explanation.backend.map { table.pool[$0].address })
+    }
+
     public func setPolicy(_ policy: any LoadBalancingPolicy) {
         self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)

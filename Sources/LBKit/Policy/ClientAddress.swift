@@ -103,3 +103,18 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
+
+extension ClientAddress {
+    /// An address written as text (`192.0.2.7`, `2001:db8::1`); nil if it is not one.
+    public init?(text: String, port: UInt16 = 0) {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self.init(family: .ipv4, bytes: withUnsafeBytes(of: &v4) { Array($0) }, port: port)
+        } else if inet_pton(AF_INET6, text, &v6) == 1 {
+            self.init(family: .ipv6, bytes: withUnsafeBytes(of: &v6) { Array($0) }, port: port)
+        } else {
+            return nil
+        }
+    }
+}

@@ -34,4 +34,26 @@ public protocol BackendSelector: Sendable {
     /// excluded (or the pool is empty). Called concurrently from every relay thread: no blocking, no
     /// global lock, no allocation.
     func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int?
+
+    /// Which backend `pick` would answer for `client` now, and why, as short steps; changes nothing
+    /// (a round-robin explanation does not advance the rotation). For operators (`/explain`), off
+    /// the hot path: it may allocate.
+    func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation
+}
+
+/// A pick, explained: the steps that led to it and the backend (an index in the pool), if any.
+public struct PickExplanation: Sendable, Equatable {
+    public var steps: [String]
+    public var backend: Int?
+
+    public init(steps: [String], backend: Int?) {
+        self.steps = steps
+        self.backend = backend
+    }
+}
+
+extension BackendSelector {
+    public func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
+        PickExplanation(steps: ["this policy does not explain its picks"], backend: nil)
+    }
 }
