@@ -21,8 +21,8 @@ public final class ControlPlane: Sendable {
     private let logger: Logger
     private let stopRequested = ManagedAtomic<Bool>(false)
     private let started = ManagedAtomic<Bool>(false)
-    private let firstSync = Completion()
-    private let finished = Completion()
+    private let firstSync = OneShotSignal()
+    private let finished = OneShotSignal()
     private let wakeup: Wakeup
     private let outbox: ControlOutbox
     /// With a Sentinel URL: follows +switch-master.
@@ -117,33 +117,5 @@ public final class ControlPlane: Sendable {
         self.wakeup.signal()
         guard self.started.load(ordering: .relaxed) else { return }
         await self.finished.wait()
-    }
-}
-
-/// A one-shot signal that async code can wait for.
-final class Completion: Sendable {
-    private let state = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
-
-    func complete() {
-        let waiters = self.state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
-            guard !state.done else { return [] }
-            state.done = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    var isComplete: Bool { self.state.withLockedValue { $0.done } }
-
-    func wait() async {
-        await withCheckedContinuation { continuation in
-            let resumeNow = self.state.withLockedValue { state -> Bool in
-                if state.done { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if resumeNow { continuation.resume() }
-        }
     }
 }

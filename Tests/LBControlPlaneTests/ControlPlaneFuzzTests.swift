@@ -9,10 +9,6 @@ import Testing
 struct ControlPlaneFuzzTests {
     static let iterations = 20_000
 
-    func fuzz(_ corpus: [String], seed: UInt64, _ body: ([UInt8]) -> Void) {
-        Mutator.fuzz(corpus, seed: seed, iterations: Self.iterations, body)
-    }
-
     @Test("control messages on every channel, and serverPool documents")
     func controlMessages() {
         let corpus = [
@@ -20,7 +16,7 @@ struct ControlPlaneFuzzTests {
             "geo {\"database\": \"/x.mmdb\"}", "least-connections",
             #"[{"address":"10.0.0.1:80","weight":1,"region":"us"},"10.0.0.3:8080"]"#,
         ]
-        self.fuzz(corpus, seed: 3) { bytes in
+        Mutator.fuzz(corpus, seed: 3, iterations: Self.iterations) { bytes in
             let text = String(decoding: bytes, as: UTF8.self)
             for channel in ControlChannel.allCases {
                 _ = try? ControlMessage(channel: channel, payload: text)

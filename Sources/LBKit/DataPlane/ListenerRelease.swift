@@ -1,5 +1,4 @@
 import Atomics
-import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -10,9 +9,7 @@ import Glibc
 final class ListenerRelease: Sendable {
     private let remaining: ManagedAtomic<Int>
     private let fds: [Int32]
-    private let waiters = NIOLockedValueBox<(done: Bool, continuations: [CheckedContinuation<Void, Never>])>(
-        (false, [])
-    )
+    private let done = OneShotSignal()
 
     init(loops: Int, fds: [Int32]) {
         self.remaining = ManagedAtomic(loops)
@@ -23,21 +20,10 @@ final class ListenerRelease: Sendable {
     func loopDone() {
         guard self.remaining.wrappingDecrementThenLoad(ordering: .acquiringAndReleasing) == 0 else { return }
         for fd in self.fds { close(fd) }
-        let continuations = self.waiters.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
-            state.done = true
-            defer { state.continuations = [] }
-            return state.continuations
-        }
-        for continuation in continuations { continuation.resume() }
+        self.done.complete()
     }
 
     func waitUntilDone() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = self.waiters.withLockedValue { state -> Bool in
-                if !state.done { state.continuations.append(continuation) }
-                return state.done
-            }
-            if done { continuation.resume() }
-        }
+        await self.done.wait()
     }
 }

@@ -107,29 +107,16 @@ final class RelayShared: Sendable {
         self.loopsAccepting.wrappingDecrementThenLoad(ordering: .acquiringAndReleasing) == 0
     }
 
-    private let closedListeners = NIOLockedValueBox<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>(
-        (false, [])
-    )
+    private let closedListeners = OneShotSignal()
 
     /// The listening sockets are closed: a client connecting now is refused by the kernel.
     func listenersClosed() {
-        let waiters = self.closedListeners.withLockedValue { state in
-            state.closed = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
+        self.closedListeners.complete()
     }
 
     /// Returns once the listening sockets are closed.
     func waitUntilListenersClosed() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let closed = self.closedListeners.withLockedValue { state -> Bool in
-                if !state.closed { state.waiters.append(continuation) }
-                return state.closed
-            }
-            if closed { continuation.resume() }
-        }
+        await self.closedListeners.wait()
     }
 
     func countAccepted() {

@@ -11,10 +11,6 @@ import Testing
 struct ParserFuzzTests {
     static let iterations = 20_000
 
-    func fuzz(_ corpus: [String], seed: UInt64, _ body: ([UInt8]) -> Void) {
-        Mutator.fuzz(corpus, seed: seed, iterations: Self.iterations, body)
-    }
-
     @Test("PROXY protocol v1 and v2 headers")
     func proxyHeaders() {
         let v2 =
@@ -23,7 +19,7 @@ struct ParserFuzzTests {
             "PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\nGET /", "PROXY TCP6 2001:db8::1 ::1 1 2\r\n",
             "PROXY UNKNOWN\r\n", String(decoding: v2, as: UTF8.self),
         ]
-        self.fuzz(corpus, seed: 1) { bytes in
+        Mutator.fuzz(corpus, seed: 1, iterations: Self.iterations) { bytes in
             let verdict = ProxyProtocolHeader.parse(ByteBuffer(bytes: bytes).readableBytesView)
             if case .header(_, let length) = verdict {
                 #expect(length > 0 && length <= bytes.count)
@@ -43,7 +39,7 @@ struct ParserFuzzTests {
             "127.0.0.1:8080", "[::1]:0", "backend.internal:9000,weight=256", "10.0.0.1:80,region=eu-west",
             "round-robin", "geo {\"fallback\": [\"x\"]}", "1500ms", "2m", "0.5s",
         ]
-        self.fuzz(corpus, seed: 4) { bytes in
+        Mutator.fuzz(corpus, seed: 4, iterations: Self.iterations) { bytes in
             let text = String(decoding: bytes, as: UTF8.self)
             if let address = try? HostAndPort(parsing: text) {
                 #expect(address.port >= 1 && address.port <= 65_535)
