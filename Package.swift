@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "LBControlPlane", targets: ["LBControlPlane"]),
         .library(name: "LBOperations", targets: ["LBOperations"]),
         .library(name: "Policies", targets: ["Policies"]),
+        // For plugin authors: a policy in Swift without the C ABI's pointers (docs/plugins.md).
+        .library(name: "L4LBPluginSDK", targets: ["L4LBPluginSDK"]),
         // Policy plugins, loaded by l4lb with dlopen. `swift build` builds them; `--product l4lb` does not.
         .library(name: "l4lb-policy-geo", type: .dynamic, targets: ["GeoPolicy"]),
         .library(name: "l4lb-policy-source-hash", type: .dynamic, targets: ["SourceHashPolicy"]),
@@ -87,10 +89,17 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
             ]
         ),
+        // The Swift plugin SDK: a protocol to conform to and one line to export it; it does the
+        // descriptor, the strings, the addresses and the log. Depends on the ABI's header alone.
+        .target(
+            name: "L4LBPluginSDK",
+            dependencies: ["CLBPolicy"]
+        ),
         // Geo routing: maps client addresses to countries and continents with MaxMind databases.
+        // Written on the SDK.
         .target(
             name: "GeoPolicy",
-            dependencies: ["CLBPolicy", "CMaxMindDB"],
+            dependencies: ["L4LBPluginSDK", "CMaxMindDB"],
             path: "Plugins/GeoPolicy"
         ),
         // An example plugin in plain C: source-address hashing.

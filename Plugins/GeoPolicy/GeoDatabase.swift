@@ -91,6 +91,9 @@ final class GeoDatabase: @unchecked Sendable {
     struct Codes {
         var country: UnsafeRawBufferPointer
         var continent: UnsafeRawBufferPointer
+        /// The country is where the address is registered, not where it is located (the database
+        /// knew no location).
+        var registered = false
 
         static var unknown: Codes {
             Codes(
@@ -107,9 +110,10 @@ final class GeoDatabase: @unchecked Sendable {
         var result = MMDB_lookup_sockaddr(self.mmdb, address, &error)
         guard error == MMDB_SUCCESS, result.found_entry else { return .unknown }
         var country = Self.string(&result.entry, GeoPaths.countryISOCode)
-        if country.isEmpty { country = Self.string(&result.entry, GeoPaths.registeredCountryISOCode) }
+        let registered = country.isEmpty
+        if registered { country = Self.string(&result.entry, GeoPaths.registeredCountryISOCode) }
         let continent = Self.string(&result.entry, GeoPaths.continentCode)
-        return Codes(country: country, continent: continent)
+        return Codes(country: country, continent: continent, registered: registered && !country.isEmpty)
     }
 
     private static func string(

@@ -1,5 +1,5 @@
-import CLBPolicy
 import Foundation
+import L4LBPluginSDK
 import Synchronization
 
 /// One geo-routing instance: the configuration, the database in use (swapped when a new file
@@ -9,25 +9,34 @@ import Synchronization
 /// listing that country), then its continent (likewise), then the configured fallback regions in
 /// order, then any healthy backend. Among the backends of the first level that has any, the one
 /// with the fewest active connections relative to its weight; ties rotate.
-final class GeoRouter: Sendable {
+final class GeoRouter: PolicyPlugin {
+    static let name = "geo"
+
     private let configuration: GeoConfigurationBox
     private let database: Mutex<GeoDatabase>
     private let rotation = Atomic<UInt64>(0)
     /// The last file version refused, so that a broken file is reported once, not on every check.
     private let refusedVersion = Mutex<GeoDatabase.FileVersion?>(nil)
 
-    init(configuration: GeoConfiguration) throws(GeoDatabase.Failure) {
+    init(configuration text: String) throws(PluginError) {
+        let configuration: GeoConfiguration
+        do {
+            configuration = try GeoConfiguration(json: text)
+            self.database = Mutex(try GeoDatabase(path: configuration.database))
+        } catch let failure as GeoConfiguration.Failure {
+            throw PluginError(failure.message)
+        } catch let failure as GeoDatabase.Failure {
+            throw PluginError(failure.message)
+        } catch {
+            throw PluginError("\(error)")
+        }
         self.configuration = GeoConfigurationBox(configuration)
-        self.database = Mutex(try GeoDatabase(path: configuration.database))
+        // The plugin's one watcher thread checks the database file for new versions.
+        GeoWatcher.shared.add(self, interval: configuration.reloadCheckInterval)
     }
 
-    /// Has the plugin's one watcher thread check the database file for new versions.
-    func startWatching() {
-        GeoWatcher.shared.add(self, interval: self.configuration.value.reloadCheckInterval)
-    }
-
-    /// Stops the checks at once (the instance is being destroyed).
-    func stop() {
+    deinit {
+        // The checks stop at once (l4lb destroyed the instance after its last pick).
         GeoWatcher.shared.remove(self)
     }
 
@@ -42,107 +51,141 @@ final class GeoRouter: Sendable {
         do {
             let fresh = try GeoDatabase(path: path)
             self.database.withLock { $0 = fresh }
-            GeoLog.write(L4LB_LOG_INFO, "reloaded \(path) (\(fresh.databaseType))")
+            PluginLog.info("reloaded \(path) (\(fresh.databaseType))")
         } catch {
             self.refusedVersion.withLock { $0 = version }
-            GeoLog.write(
-                L4LB_LOG_WARNING,
-                "refused the new version of \(path): \(error.message); keeping the one in use"
-            )
+            PluginLog.warning("refused the new version of \(path): \(error.message); keeping the one in use")
         }
     }
 
-    func pick(client: UnsafePointer<l4lb_address>, backends: UnsafeBufferPointer<l4lb_backend>) -> Int64 {
+    func pick(client: PluginAddress, backends: PluginBackends) -> Int? {
+        let start = self.rotation.wrappingAdd(1, ordering: .relaxed).oldValue
+        return self.route(client: client, backends: backends, rotation: start, trace: nil)
+    }
+
+    /// The pick's own route, told as it goes; the rotation is read, not advanced.
+    func explain(client: PluginAddress, backends: PluginBackends) -> PluginExplanation {
+        var steps: [String] = []
+        let backend = self.route(client: client, backends: backends, rotation: self.rotation.load(ordering: .relaxed)) {
+            steps.append($0)
+        }
+        return PluginExplanation(steps: steps, backend: backend)
+    }
+
+    /// The one routing rule, for picks (`trace` nil: no string is built) and explanations.
+    private func route(
+        client: PluginAddress,
+        backends: PluginBackends,
+        rotation: UInt64,
+        trace: ((String) -> Void)?
+    ) -> Int? {
         let database = self.database.withLock { $0 }
         let configuration = self.configuration.value
-        let start = Int(self.rotation.wrappingAdd(1, ordering: .relaxed).oldValue % UInt64(max(backends.count, 1)))
+        let start = Int(rotation % UInt64(max(backends.count, 1)))
         // The codes point into the database's memory: keep it alive until the matching is done.
-        return withExtendedLifetime(database) {
-            let codes = Self.withSockaddr(client.pointee) { database.lookup($0) } ?? .unknown
-            func servingRegion(of code: UnsafeRawBufferPointer) -> Int? {
-                guard !code.isEmpty else { return nil }
-                return self.leastLoaded(backends, start: start, where: { self.serves($0, code: code, configuration) })
-            }
-            if let best = servingRegion(of: codes.country) ?? servingRegion(of: codes.continent) {
-                return Int64(best)
-            }
-            for region in configuration.fallback {
-                if let best = self.leastLoaded(backends, start: start, where: { Self.equals($0.region, region) }) {
-                    return Int64(best)
+        return withExtendedLifetime(database) { () -> Int? in
+            let codes = client.withSockaddr { database.lookup($0) }
+            if let trace {
+                if codes.country.isEmpty, codes.continent.isEmpty {
+                    trace("\(client.unmapped) is not in \(database.databaseType)")
+                } else {
+                    let country = codes.country.isEmpty ? "unknown" : Self.text(codes.country)
+                    trace("country \(country)\(codes.registered ? " (registered)" : "")")
+                    trace("continent \(codes.continent.isEmpty ? "unknown" : Self.text(codes.continent))")
                 }
             }
-            return Int64(self.leastLoaded(backends, start: start, where: { _ in true }) ?? Int(L4LB_PICK_NONE))
+            func servingRegion(of code: UnsafeRawBufferPointer, level: String) -> Int? {
+                guard !code.isEmpty else { return nil }
+                let found = self.leastLoaded(backends, start: start, where: { self.serves($0, code: code, configuration) })
+                if let trace {
+                    let regions = Self.regionCounts(backends) { self.serves($0, code: code, configuration) }
+                    trace(
+                        regions.isEmpty
+                            ? "no backend serves \(level) \(Self.text(code))"
+                            : regions.map { "region \($0.name): \($0.healthy) healthy of \($0.all)" }.joined(separator: ", ")
+                    )
+                }
+                return found
+            }
+            if let best = servingRegion(of: codes.country, level: "country")
+                ?? servingRegion(of: codes.continent, level: "continent")
+            {
+                trace?(Self.chosen(backends[best]))
+                return best
+            }
+            for region in configuration.fallback {
+                if let best = self.leastLoaded(backends, start: start, where: { $0.regionIs(region) }) {
+                    trace?("fallback region \(String(decoding: region, as: UTF8.self))")
+                    trace?(Self.chosen(backends[best]))
+                    return best
+                }
+            }
+            guard let best = self.leastLoaded(backends, start: start, where: { _ in true }) else {
+                trace?("no healthy backend of \(backends.count)")
+                return nil
+            }
+            trace?("no region serves this client: any healthy backend, \(backends.healthyCount) of \(backends.count)")
+            trace?(Self.chosen(backends[best]))
+            return best
         }
+    }
+
+    private static func chosen(_ backend: PluginBackend) -> String {
+        let region = backend.region.isEmpty ? "" : ", region \(backend.region)"
+        return "least loaded: \(backend.name) (\(backend.activeConnections) open, weight \(backend.weight)\(region))"
+    }
+
+    /// The regions of the backends that `matches`, with how many of each are healthy, by name.
+    private static func regionCounts(
+        _ backends: PluginBackends,
+        where matches: (PluginBackend) -> Bool
+    ) -> [(name: String, healthy: Int, all: Int)] {
+        var counts: [String: (healthy: Int, all: Int)] = [:]
+        for backend in backends where matches(backend) {
+            counts[backend.region, default: (0, 0)].all += 1
+            if backend.isHealthy { counts[backend.region, default: (0, 0)].healthy += 1 }
+        }
+        return counts.sorted { $0.key < $1.key }.map { ($0.key, $0.value.healthy, $0.value.all) }
+    }
+
+    private static func text(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(decoding: bytes, as: UTF8.self)
     }
 
     /// Whether `backend`'s region is `code` or a configured region that lists `code`.
     private func serves(
-        _ backend: l4lb_backend,
+        _ backend: PluginBackend,
         code: UnsafeRawBufferPointer,
         _ configuration: GeoConfiguration
     ) -> Bool {
-        guard backend.region.length > 0 else { return false }
-        if Self.equals(backend.region, code) { return true }
-        for region in configuration.regions where Self.equals(backend.region, region.name) {
+        guard !backend.regionIs("") else { return false }
+        if backend.regionIs(code) { return true }
+        for region in configuration.regions where backend.regionIs(region.name) {
             return region.codes.contains { $0.elementsEqual(code) }
         }
         return false
     }
 
     private func leastLoaded(
-        _ backends: UnsafeBufferPointer<l4lb_backend>,
+        _ backends: PluginBackends,
         start: Int,
-        where matches: (l4lb_backend) -> Bool
+        where matches: (PluginBackend) -> Bool
     ) -> Int? {
         var best: Int?
-        var bestActive: UInt64 = 0
-        var bestWeight: UInt64 = 1
+        var bestActive = 0
+        var bestWeight = 1
         for step in 0..<backends.count {
             let index = (start + step) % backends.count
             let backend = backends[index]
-            guard backend.healthy, matches(backend) else { continue }
-            let weight = UInt64(max(backend.weight, 1))
-            if best == nil || backend.active_connections * bestWeight < bestActive * weight {
+            guard backend.isHealthy, matches(backend) else { continue }
+            let weight = max(backend.weight, 1)
+            if best == nil || backend.activeConnections * bestWeight < bestActive * weight {
                 best = index
-                bestActive = backend.active_connections
+                bestActive = backend.activeConnections
                 bestWeight = weight
             }
         }
         return best
-    }
-
-    private static func equals(_ string: l4lb_string, _ bytes: some Collection<UInt8>) -> Bool {
-        guard string.length == bytes.count, let data = string.data else { return string.length == 0 && bytes.isEmpty }
-        return UnsafeRawBufferPointer(start: data, count: string.length).elementsEqual(bytes)
-    }
-
-    /// The client as a sockaddr for libmaxminddb; IPv4-mapped IPv6 addresses are looked up as IPv4.
-    private static func withSockaddr<Result>(
-        _ address: l4lb_address,
-        _ body: (UnsafePointer<sockaddr>) -> Result
-    ) -> Result? {
-        var bytes = address.bytes
-        return withUnsafeBytes(of: &bytes) { raw -> Result? in
-            let isMapped =
-                address.family == 6 && raw.prefix(10).allSatisfy { $0 == 0 } && raw[10] == 0xff && raw[11] == 0xff
-            if address.family == 4 || isMapped {
-                var v4 = sockaddr_in()
-                v4.sin_family = sa_family_t(AF_INET)
-                withUnsafeMutableBytes(of: &v4.sin_addr) {
-                    $0.copyMemory(
-                        from: UnsafeRawBufferPointer(rebasing: raw[(isMapped ? 12 : 0)..<(isMapped ? 16 : 4)])
-                    )
-                }
-                return withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1, body) }
-            }
-            guard address.family == 6 else { return nil }
-            var v6 = sockaddr_in6()
-            v6.sin6_family = sa_family_t(AF_INET6)
-            withUnsafeMutableBytes(of: &v6.sin6_addr) {
-                $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<16]))
-            }
-            return withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1, body) }
-        }
     }
 }
 

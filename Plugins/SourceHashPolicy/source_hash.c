@@ -10,6 +10,7 @@
  *     cc -shared -fPIC -O2 -I path/to/include -o source-hash.so source_hash.c
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,8 +87,30 @@ static int64_t source_hash_pick(void *instance, const l4lb_address *client, cons
     return best;
 }
 
+/* ABI 1.2: the same computation as pick, told as steps. Pure, like pick, so explaining changes
+ * nothing. */
+static int64_t source_hash_explain(void *instance, const l4lb_address *client, const l4lb_backend *backends,
+                                   size_t count, char *text, size_t capacity, size_t *length) {
+    int64_t best = source_hash_pick(instance, client, backends, count);
+    size_t healthy = 0;
+    for (size_t i = 0; i < count; i++) healthy += backends[i].healthy ? 1 : 0;
+    int written;
+    if (best == L4LB_PICK_NONE) {
+        written = snprintf(text, capacity, "rendezvous hash of the client address\nno healthy backend of %zu", count);
+    } else {
+        written = snprintf(text, capacity,
+                           "rendezvous hash of the client address over %zu healthy of %zu, by weight\n"
+                           "highest score: %.*s (weight %u)",
+                           healthy, count, (int)backends[best].name.length, backends[best].name.data,
+                           backends[best].weight);
+    }
+    /* snprintf answers the length it wanted; what it wrote is at most capacity - 1. */
+    *length = written < 0 ? 0 : ((size_t)written < capacity ? (size_t)written : (capacity > 0 ? capacity - 1 : 0));
+    return best;
+}
+
 int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size) {
-    /* Everything but the host's log is ABI 1.0: load into any 1.x l4lb. */
+    /* Everything but the host's log (1.1) and explain (1.2) is ABI 1.0: load into any 1.x l4lb. */
     if (descriptor_size < L4LB_POLICY_DESCRIPTOR_SIZE_1_0) return 1;
     if (L4LB_POLICY_HAS_HOST(descriptor_size)) host = descriptor->host;
     descriptor->abi_major = L4LB_POLICY_ABI_MAJOR;
@@ -97,5 +120,7 @@ int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size
     descriptor->instance_new = source_hash_new;
     descriptor->instance_destroy = source_hash_destroy;
     descriptor->pick = source_hash_pick;
+    /* Only a 1.2 host's descriptor has room for explain. */
+    if (L4LB_POLICY_HAS_EXPLAIN(descriptor_size)) descriptor->explain = source_hash_explain;
     return 0;
 }

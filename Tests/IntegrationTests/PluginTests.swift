@@ -158,50 +158,126 @@ struct PluginTests {
         #expect(plugin.name == "source-hash")
     }
 
-    @Test("ABI 1.x both ways: a 1.0 plugin loads into this l4lb; this l4lb's plugins load into a 1.0 host")
+    @Test("ABI 1.x both ways: 1.0 and 1.1 plugins load into this l4lb; this l4lb's plugins load into 1.0 and 1.1 hosts")
     func minorVersionsInterwork() throws {
         let directory = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        // A plugin as built against ABI 1.0: it declares the 1.0 descriptor size and knows no host.
-        let source = """
-            #include "l4lb_policy.h"
-            static int marker;
-            static void *old_new(const char *c, size_t n, char *e, size_t cap) { return &marker; }
-            static void old_destroy(void *i) {}
-            static int64_t old_pick(void *i, const l4lb_address *a, const l4lb_backend *b, size_t n) {
-                return n > 0 ? 0 : L4LB_PICK_NONE;
-            }
-            int l4lb_policy_entry(l4lb_policy_descriptor *d, size_t size) {
-                if (size < L4LB_POLICY_DESCRIPTOR_SIZE_1_0) return 1;
-                d->abi_major = 1; d->abi_minor = 0;
-                d->struct_size = L4LB_POLICY_DESCRIPTOR_SIZE_1_0;
-                d->name = "old-plugin";
-                d->instance_new = old_new; d->instance_destroy = old_destroy; d->pick = old_pick;
-                return 0;
-            }
-            """
-        try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/old.c"))
-        #expect(try PluginFixtures.compilePlugin("\(directory)/old.c", to: "\(directory)/old.so") == 0)
-        let old = try PluginLibrary.load(path: "\(directory)/old.so")
-        #expect(old.name == "old-plugin" && old.abiMajor == 1 && old.abiMinor == 0)
-        _ = try PluginPolicy(
-            plugin: old,
-            spec: PolicySpec(name: "old-plugin"),
-            fallback: RoundRobinPolicy(),
-            faults: PluginFaults(logger: Logger(label: "test"))
-        )
+        // Plugins as built against ABI 1.0 and 1.1: each declares its own descriptor size. The 1.1
+        // one leaves garbage where 1.2's explain would be, which l4lb must not call.
+        for (version, size) in [("0", "L4LB_POLICY_DESCRIPTOR_SIZE_1_0"), ("1", "L4LB_POLICY_DESCRIPTOR_SIZE_1_1")] {
+            let source = """
+                #include "l4lb_policy.h"
+                static int marker;
+                static void *old_new(const char *c, size_t n, char *e, size_t cap) { return &marker; }
+                static void old_destroy(void *i) {}
+                static int64_t old_pick(void *i, const l4lb_address *a, const l4lb_backend *b, size_t n) {
+                    return n > 0 ? 0 : L4LB_PICK_NONE;
+                }
+                int l4lb_policy_entry(l4lb_policy_descriptor *d, size_t size) {
+                    if (size < \(size)) return 1;
+                    d->abi_major = 1; d->abi_minor = \(version);
+                    d->struct_size = \(size);
+                    d->name = "old-plugin-\(version)";
+                    d->instance_new = old_new; d->instance_destroy = old_destroy; d->pick = old_pick;
+                    if (size > \(size)) d->explain = (void *)1;
+                    return 0;
+                }
+                """
+            try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/old\(version).c"))
+            #expect(try PluginFixtures.compilePlugin("\(directory)/old\(version).c", to: "\(directory)/old\(version).so") == 0)
+            let old = try PluginLibrary.load(path: "\(directory)/old\(version).so")
+            #expect(old.name == "old-plugin-\(version)" && old.abiMajor == 1 && old.abiMinor == UInt32(version))
+            #expect(!old.explains)
+            let policy = try PluginPolicy(
+                plugin: old,
+                spec: PolicySpec(name: old.name),
+                fallback: RoundRobinPolicy(),
+                faults: PluginFaults(logger: Logger(label: "test"))
+            )
+            let router = Router(policy: policy)
+            try router.setPool([BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 9))])
+            let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
+            #expect(explained.explanation.steps == ["plugin old-plugin-\(version) (ABI 1.\(version)) does not explain its picks"])
+            #expect(explained.backend == nil)
+        }
 
-        // This package's plugins, entered by a host that passes a 1.0 descriptor: they load, and
-        // read nothing past its end.
-        let hostOffset = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+        // This package's plugins, entered by hosts that pass 1.0 and 1.1 descriptors: they load, and
+        // write nothing past the end (explain stays unset), and by this host: explain is set.
+        let hostEnd = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+        let explainEnd = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
         for product in ["l4lb-policy-source-hash", "l4lb-policy-geo"] {
             let handle = try #require(dlopen(PluginFixtures.library(product), RTLD_NOW | RTLD_LOCAL))
             let entry = unsafeBitCast(try #require(dlsym(handle, "l4lb_policy_entry")), to: l4lb_policy_entry_fn.self)
+            for size in [hostEnd, hostEnd + MemoryLayout<UnsafeRawPointer?>.size] {
+                var descriptor = l4lb_policy_descriptor()
+                #expect(entry(&descriptor, size) == 0, "\(product)")
+                #expect(descriptor.abi_major == 1 && descriptor.name != nil && descriptor.pick != nil)
+                #expect(descriptor.explain == nil, "\(product) wrote explain past a \(size)-byte descriptor")
+            }
             var descriptor = l4lb_policy_descriptor()
-            #expect(entry(&descriptor, hostOffset) == 0, "\(product)")
-            #expect(descriptor.abi_major == 1 && descriptor.name != nil && descriptor.pick != nil)
-            #expect(entry(&descriptor, hostOffset - 1) != 0, "\(product) accepted a descriptor too small")
+            #expect(entry(&descriptor, explainEnd) == 0 && descriptor.explain != nil, "\(product)")
+            #expect(entry(&descriptor, hostEnd - 1) != 0, "\(product) accepted a descriptor too small")
         }
+    }
+
+    @Test("ABI 1.2 explain: source-hash explains the pick it makes; a bad explained answer shows the fallback")
+    func pluginExplains() throws {
+        let registry = PluginFixtures.registry()
+        let router = Router(policy: try registry.makePolicy(PolicySpec(name: "source-hash")))
+        let specs = (1...4).map { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 9000 + $0)) }
+        try router.setPool(specs)
+        for text in ["192.0.2.1", "198.51.100.200", "2001:db8::7"] {
+            let client = ClientAddress(text: text)!
+            let explained = router.explain(client)
+            let picked = router.table.selector.pick(for: client, excluding: .none)
+            #expect(explained.explanation.backend == picked)
+            #expect(explained.explanation.steps.first == "rendezvous hash of the client address over 4 healthy of 4, by weight")
+            #expect(explained.explanation.steps.last?.hasPrefix("highest score: \(explained.backend!.description) ") == true)
+        }
+
+        // A plugin whose explain answers an index out of range: the explanation says a pick would
+        // fall back, and names the fallback's backend.
+        let directory = try PluginFixtures.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let source = """
+            #include <string.h>
+            #include "l4lb_policy.h"
+            static int marker;
+            static void *make(const char *c, size_t n, char *e, size_t cap) { return &marker; }
+            static void destroy(void *i) {}
+            static int64_t pick(void *i, const l4lb_address *a, const l4lb_backend *b, size_t n) { return 0; }
+            static int64_t explain(void *i, const l4lb_address *a, const l4lb_backend *b, size_t n,
+                                   char *text, size_t capacity, size_t *length) {
+                const char *says = "always seven";
+                *length = strlen(says) < capacity ? strlen(says) : capacity;
+                memcpy(text, says, *length);
+                return 7;
+            }
+            int l4lb_policy_entry(l4lb_policy_descriptor *d, size_t size) {
+                if (!L4LB_POLICY_HAS_EXPLAIN(size)) return 1;
+                d->abi_major = L4LB_POLICY_ABI_MAJOR; d->abi_minor = L4LB_POLICY_ABI_MINOR;
+                d->struct_size = sizeof(*d);
+                d->name = "seven";
+                d->instance_new = make; d->instance_destroy = destroy; d->pick = pick; d->explain = explain;
+                return 0;
+            }
+            """
+        try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/seven.c"))
+        #expect(try PluginFixtures.compilePlugin("\(directory)/seven.c", to: "\(directory)/seven.so") == 0)
+        let seven = try PluginLibrary.load(path: "\(directory)/seven.so")
+        #expect(seven.explains && seven.abiMinor == 2)
+        let policy = try PluginPolicy(
+            plugin: seven,
+            spec: PolicySpec(name: "seven"),
+            fallback: RoundRobinPolicy(),
+            faults: PluginFaults(logger: Logger(label: "test"))
+        )
+        router.setPolicy(policy)
+        let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
+        #expect(explained.explanation.steps.prefix(2) == [
+            "always seven", "answered 7, not a healthy backend: a pick falls back to round-robin",
+        ])
+        #expect(explained.backend != nil)
     }
 
     @Test("a plugin logs through l4lb (ABI 1.1): tagged with its name, one line, at most 20 lines a second")

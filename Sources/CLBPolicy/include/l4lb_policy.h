@@ -10,7 +10,7 @@
  * constants), l4lb_policy_ (what a plugin implements) or L4LB_ (macros).
  *
  * ABI history: 1.0 the descriptor up to connection_closed; 1.1 adds l4lb_host (a log for plugins),
- * passed in the descriptor's `host` field.
+ * passed in the descriptor's `host` field; 1.2 adds `explain` (why a client would go where it goes).
  *
  * Threads: l4lb calls instance_new, instance_destroy and pool_changed from its control thread, never
  * concurrently with each other for one instance. It calls pick, connection_opened and
@@ -34,7 +34,7 @@ extern "C" {
 /* The ABI this header describes. A plugin built against another major version is refused; a higher
  * minor version only adds fields at the end of the descriptor, which struct_size tells apart. */
 #define L4LB_POLICY_ABI_MAJOR 1
-#define L4LB_POLICY_ABI_MINOR 1
+#define L4LB_POLICY_ABI_MINOR 2
 
 /* The symbol every plugin exports. */
 #define L4LB_POLICY_ENTRY_SYMBOL "l4lb_policy_entry"
@@ -141,6 +141,18 @@ typedef struct l4lb_policy_descriptor {
      * descriptor_size covers it (L4LB_POLICY_HAS_HOST); an l4lb that speaks ABI 1.0 passes a smaller
      * descriptor, and the plugin then has no log (stderr is the fallback). */
     const l4lb_host *host;
+
+    /* ABI 1.2. Says which backend pick would answer for `client` now, and why, for an operator
+     * (l4lb's /explain and `l4lb ctl explain`). Writes the reasons as UTF-8 steps separated by '\n'
+     * (for example "country FR" and "region eu-west: 2 healthy of 3") into `text`, at most `capacity`
+     * bytes, which l4lb owns; stores the number of bytes written in *length. Returns the index pick
+     * would answer, or L4LB_PICK_NONE. Must change nothing: explaining twice, or explaining and then
+     * picking, gives the same answers as not explaining (a rotation is not advanced). Called off the
+     * hot path, from any thread, concurrently with pick. Optional (NULL): the plugin then has no
+     * explanation. A plugin sets it only when the entry point's descriptor_size covers it
+     * (L4LB_POLICY_HAS_EXPLAIN); l4lb reads it only when the plugin's struct_size does. */
+    int64_t (*explain)(void *instance, const l4lb_address *client, const l4lb_backend *backends, size_t count,
+                       char *text, size_t capacity, size_t *length);
 } l4lb_policy_descriptor;
 
 /* The descriptor's size in ABI 1.0. A plugin accepts a descriptor_size of at least this (not
@@ -151,12 +163,20 @@ typedef struct l4lb_policy_descriptor {
 #define L4LB_POLICY_HAS_HOST(descriptor_size) \
     ((descriptor_size) >= offsetof(l4lb_policy_descriptor, host) + sizeof(const l4lb_host *))
 
+/* The descriptor's size in ABI 1.1: up to and including `host`. */
+#define L4LB_POLICY_DESCRIPTOR_SIZE_1_1 (offsetof(l4lb_policy_descriptor, host) + sizeof(const l4lb_host *))
+
+/* True when a descriptor of `descriptor_size` bytes, as passed to the entry point (or as a plugin
+ * declares in struct_size), holds `explain` (ABI 1.2). */
+#define L4LB_POLICY_HAS_EXPLAIN(descriptor_size) \
+    ((descriptor_size) >= offsetof(l4lb_policy_descriptor, explain) + sizeof(void *))
+
 /* The entry point, exported by every plugin as
  *
  *     int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size);
  *
  * l4lb passes a descriptor that is zeroed but for `host` (ABI 1.1), and its size; the plugin fills
- * the fields it knows (from abi_major to connection_closed; never `host`) and returns 0,
+ * the fields it knows (from abi_major to connection_closed, and explain; never `host`) and returns 0,
  * or returns non-zero to refuse loading. Called once, on the control thread. (Not declared here, so
  * that a plugin written in a language with its own export syntax can include this header too.) */
 typedef int (*l4lb_policy_entry_fn)(l4lb_policy_descriptor *descriptor, size_t descriptor_size);

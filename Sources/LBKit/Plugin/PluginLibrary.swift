@@ -26,6 +26,12 @@ public struct PluginLibrary: @unchecked Sendable {
 
     /// The descriptor's size in ABI 1.0, the least a plugin of any 1.x minor version declares.
     static let minimumDescriptorSize = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
+    /// The least descriptor size that holds `explain` (ABI 1.2).
+    static let explainDescriptorSize =
+        MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
+
+    /// Whether the plugin explains its picks (ABI 1.2 and an `explain` function).
+    public var explains: Bool { self.descriptor.explain != nil }
 
     /// Opens `path` and checks it; throws a one-line error naming the file and the reason.
     /// - Parameter host: what the plugin is given for logging; by default a log through the process's
@@ -70,6 +76,11 @@ public struct PluginLibrary: @unchecked Sendable {
                 .invalidPlugin,
                 "plugin \(path): descriptor of \(descriptor.struct_size) bytes is too small"
             )
+        }
+        // Fields past the plugin's declared size are not the plugin's: a 1.1 plugin's descriptor has
+        // no `explain`, whatever the bytes there hold.
+        if Int(descriptor.struct_size) < Self.explainDescriptorSize {
+            descriptor.explain = nil
         }
         guard let namePointer = descriptor.name else {
             throw L4LBError(.invalidPlugin, "plugin \(path): declares no name")

@@ -191,6 +191,12 @@ final class PluginPoolView: @unchecked Sendable {
     }
 }
 
+/// The plugin's `explain` (ABI 1.2), as Swift imports it.
+typealias PluginExplainFunction = @convention(c) (
+    UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_backend>?, Int,
+    UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>?
+) -> Int64
+
 /// Serves picks for one pool through the plugin. Locking contract: none of l4lb's; whatever the
 /// plugin's pick does (the ABI requires it to be thread-safe and non-blocking).
 final class PluginSelector: BackendSelector, @unchecked Sendable {
@@ -202,7 +208,9 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     private let view: PluginPoolView
     private let fallback: any BackendSelector
     private let faults: PluginFaults
+    private let explainFunction: PluginExplainFunction?
     private let name: String
+    private let abi: String
 
     init(
         plugin: PluginLibrary,
@@ -216,15 +224,69 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
         self.view = view
         self.fallback = fallback
         self.faults = faults
+        self.explainFunction = plugin.descriptor.explain
         self.name = plugin.name
+        self.abi = "\(plugin.abiMajor).\(plugin.abiMinor)"
     }
 
     func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? {
-        let pool = self.view.pool
-        let count = pool.count
+        let count = self.view.pool.count
         guard count > 0 else { return nil }
         var address = PluginPoolView.address(client)
-        let answer = withUnsafeTemporaryAllocation(of: l4lb_backend.self, capacity: count) { entries -> Int64 in
+        let answer = self.withEntries(excluding: excluded) { entries in
+            self.pick(self.instance.pointer, &address, entries.baseAddress, entries.count)
+        }
+        if answer == Int64(L4LB_PICK_NONE) { return nil }
+        if self.isValid(answer, excluding: excluded) { return Int(answer) }
+        self.faults.record(plugin: self.name, answer: answer, poolSize: count)
+        return self.fallback.pick(for: client, excluding: excluded)
+    }
+
+    func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
+        guard let explain = self.explainFunction else {
+            return PickExplanation(
+                steps: ["plugin \(self.name) (ABI \(self.abi)) does not explain its picks"],
+                backend: nil
+            )
+        }
+        guard self.view.pool.count > 0 else { return PickExplanation(steps: ["the pool is empty"], backend: nil) }
+        var address = PluginPoolView.address(client)
+        var text = [CChar](repeating: 0, count: Self.explanationCapacity)
+        var length = 0
+        let answer = self.withEntries(excluding: excluded) { entries in
+            text.withUnsafeMutableBufferPointer { text in
+                explain(self.instance.pointer, &address, entries.baseAddress, entries.count, text.baseAddress, text.count, &length)
+            }
+        }
+        let written = text.prefix(min(max(length, 0), text.count)).map { UInt8(bitPattern: $0) }
+        var steps = String(decoding: written, as: UTF8.self).split(separator: "\n").map {
+            String($0.prefix(Self.stepLimit))
+        }
+        if answer == Int64(L4LB_PICK_NONE) { return PickExplanation(steps: steps, backend: nil) }
+        if self.isValid(answer, excluding: excluded) { return PickExplanation(steps: steps, backend: Int(answer)) }
+        // The same rule as a pick: a bad answer is served by the fallback.
+        let fallback = self.fallback.explain(for: client, excluding: excluded)
+        steps.append("answered \(answer), not a healthy backend: a pick falls back to round-robin")
+        return PickExplanation(steps: steps + fallback.steps, backend: fallback.backend)
+    }
+
+    /// Room for a plugin's explanation; a step is cut at `stepLimit` bytes.
+    private static let explanationCapacity = 4096
+    private static let stepLimit = 512
+
+    private func isValid(_ answer: Int64, excluding excluded: BackendExclusions) -> Bool {
+        answer >= 0 && answer < Int64(self.view.pool.count) && self.view.pool.isEligible(Int(answer), excluding: excluded)
+    }
+
+    /// Calls `body` with the pool as C sees it now: the prebuilt view with each backend's active
+    /// connections and eligibility for this client, on the stack.
+    private func withEntries<Result>(
+        excluding excluded: BackendExclusions,
+        _ body: (UnsafeBufferPointer<l4lb_backend>) -> Result
+    ) -> Result {
+        let pool = self.view.pool
+        let count = pool.count
+        return withUnsafeTemporaryAllocation(of: l4lb_backend.self, capacity: count) { entries in
             for index in 0..<count {
                 var entry = self.view.template[index]
                 entry.active_connections = UInt64(max(0, pool[index].activeConnections))
@@ -232,13 +294,7 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
                 (entries.baseAddress! + index).initialize(to: entry)
             }
             defer { entries.baseAddress!.deinitialize(count: count) }
-            return self.pick(self.instance.pointer, &address, UnsafePointer(entries.baseAddress!), count)
+            return body(UnsafeBufferPointer(entries))
         }
-        if answer == Int64(L4LB_PICK_NONE) { return nil }
-        if answer >= 0, answer < Int64(count), pool.isEligible(Int(answer), excluding: excluded) {
-            return Int(answer)
-        }
-        self.faults.record(plugin: self.name, answer: answer, poolSize: count)
-        return self.fallback.pick(for: client, excluding: excluded)
     }
 }
