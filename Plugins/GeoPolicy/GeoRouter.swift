@@ -96,13 +96,19 @@ final class GeoRouter: PolicyPlugin {
             }
             func servingRegion(of code: UnsafeRawBufferPointer, level: String) -> Int? {
                 guard !code.isEmpty else { return nil }
-                let found = self.leastLoaded(backends, start: start, where: { self.serves($0, code: code, configuration) })
+                let found = self.leastLoaded(
+                    backends,
+                    start: start,
+                    where: { self.serves($0, code: code, configuration) }
+                )
                 if let trace {
                     let regions = Self.regionCounts(backends) { self.serves($0, code: code, configuration) }
                     trace(
                         regions.isEmpty
                             ? "no backend serves \(level) \(Self.text(code))"
-                            : regions.map { "region \($0.name): \($0.healthy) healthy of \($0.all)" }.joined(separator: ", ")
+                            : regions.map { "region \($0.name): \($0.healthy) healthy of \($0.all)" }.joined(
+                                separator: ", "
+                            )
                     )
                 }
                 return found

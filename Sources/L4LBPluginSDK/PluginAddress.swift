@@ -43,7 +43,9 @@ public struct PluginAddress: Sendable, Hashable, CustomStringConvertible {
     /// Calls `body` with the address bytes: 4 for IPv4, 16 for IPv6.
     public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         let count = self.family == .ipv4 ? 4 : 16
-        return Swift.withUnsafeBytes(of: (self.high, self.low)) { body(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+        return Swift.withUnsafeBytes(of: (self.high, self.low)) {
+            body(UnsafeRawBufferPointer(rebasing: $0.prefix(count)))
+        }
     }
 
     /// The address bytes (allocates; `withUnsafeBytes` does not).

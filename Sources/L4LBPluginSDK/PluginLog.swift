@@ -9,7 +9,10 @@ import Glibc
 /// bad input), never every pick.
 public enum PluginLog {
     public enum Level: Int32, Sendable {
-        case debug = 0, info, warning, error
+        case debug = 0
+        case info = 1
+        case warning = 2
+        case error = 3
     }
 
     /// Set once by the entry point, before any instance exists; l4lb keeps it valid for good.

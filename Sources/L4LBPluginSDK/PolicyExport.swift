@@ -8,7 +8,7 @@ import Glibc
 ///
 /// ```swift
 /// @_cdecl("l4lb_policy_entry")
-/// public func entry(_ descriptor: UnsafeMutableRawPointer?, _ size: Int) -> Int32 { exportPolicy(MyPolicy.self, descriptor, size) }
+/// public func entry(_ d: UnsafeMutableRawPointer?, _ size: Int) -> Int32 { exportPolicy(MyPolicy.self, d, size) }
 /// ```
 ///
 /// It fills only what the host's descriptor has room for, so the plugin loads into any l4lb of ABI
@@ -49,7 +49,8 @@ public func exportPolicy<Policy: PolicyPlugin>(
 enum L4LBDescriptorSizes {
     static let abi1_0 = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
     static let abi1_1 = abi1_0 + MemoryLayout<UnsafeRawPointer?>.size
-    static let abi1_2 = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
+    static let abi1_2 =
+        MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
 }
 
 /// The one policy type this library exports. Set by the entry point on l4lb's control thread before
@@ -129,7 +130,11 @@ private func sdkExplain(
     return explanation.backend.map(Int64.init) ?? Int64(L4LB_PICK_NONE)
 }
 
-private func sdkPoolChanged(_ instance: UnsafeMutableRawPointer?, _ backends: UnsafePointer<l4lb_backend>?, _ count: Int) {
+private func sdkPoolChanged(
+    _ instance: UnsafeMutableRawPointer?,
+    _ backends: UnsafePointer<l4lb_backend>?,
+    _ count: Int
+) {
     guard let policy = PolicyBox.from(instance) else { return }
     policy.poolChanged(PluginBackends(UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count)))
 }

@@ -4,7 +4,7 @@
 ///
 /// ```swift
 /// @_cdecl("l4lb_policy_entry")
-/// public func entry(_ descriptor: UnsafeMutableRawPointer?, _ size: Int) -> Int32 { exportPolicy(MyPolicy.self, descriptor, size) }
+/// public func entry(_ d: UnsafeMutableRawPointer?, _ size: Int) -> Int32 { exportPolicy(MyPolicy.self, d, size) }
 /// ```
 ///
 /// The SDK fills the C descriptor (l4lb_policy.h), keeps the name as a C string, turns addresses and

@@ -68,7 +68,8 @@ struct GeoRoutingTests {
             let proxy = try await r.l4lb(
                 backends: backends,
                 [
-                    "--policy", try Self.geoSpec(database: PluginFixtures.database("GeoIP2-City-Test.mmdb")).description,
+                    "--policy",
+                    try Self.geoSpec(database: PluginFixtures.database("GeoIP2-City-Test.mmdb")).description,
                     "--accept-proxy-protocol", "--admin", "127.0.0.1:0",
                 ]
             )
@@ -76,7 +77,10 @@ struct GeoRoutingTests {
             let cases: [(client: String, name: String, steps: [String])] = [
                 ("81.2.69.160", "gb", ["country GB", "continent EU", "region GB: 1 healthy of 1"]),
                 ("216.160.83.56", "us-west", ["country US", "continent NA", "region us-west: 1 healthy of 1"]),
-                ("89.160.20.112", "eu", ["country SE", "continent EU", "no backend serves country SE", "region EU: 1 healthy of 1"]),
+                (
+                    "89.160.20.112", "eu",
+                    ["country SE", "continent EU", "no backend serves country SE", "region EU: 1 healthy of 1"]
+                ),
                 ("8.8.8.8", "backup", ["8.8.8.8 is not in GeoIP2-City", "fallback region backup"]),
             ]
             for (client, name, steps) in cases {
@@ -87,7 +91,10 @@ struct GeoRoutingTests {
                 #expect(Array(answer.steps.prefix(steps.count)) == steps, "\(answer.steps)")
                 let chosen = backends[Self.regions.firstIndex { $0.name == name }!].address.description
                 #expect(answer.backend == chosen)
-                #expect(answer.steps.last?.hasPrefix("least loaded: \(chosen) (0 open, weight 1") == true, "\(answer.steps)")
+                #expect(
+                    answer.steps.last?.hasPrefix("least loaded: \(chosen) (0 open, weight 1") == true,
+                    "\(answer.steps)"
+                )
                 #expect(try BlockingClient.greeting(port: proxy.port, header: ProxyHeaders.v1(client)) == name)
             }
         }

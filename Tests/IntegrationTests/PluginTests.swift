@@ -184,7 +184,10 @@ struct PluginTests {
                 }
                 """
             try Data(source.utf8).write(to: URL(fileURLWithPath: "\(directory)/old\(version).c"))
-            #expect(try PluginFixtures.compilePlugin("\(directory)/old\(version).c", to: "\(directory)/old\(version).so") == 0)
+            #expect(
+                try PluginFixtures.compilePlugin("\(directory)/old\(version).c", to: "\(directory)/old\(version).so")
+                    == 0
+            )
             let old = try PluginLibrary.load(path: "\(directory)/old\(version).so")
             #expect(old.name == "old-plugin-\(version)" && old.abiMajor == 1 && old.abiMinor == UInt32(version))
             #expect(!old.explains)
@@ -197,14 +200,19 @@ struct PluginTests {
             let router = Router(policy: policy)
             try router.setPool([BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 9))])
             let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
-            #expect(explained.explanation.steps == ["plugin old-plugin-\(version) (ABI 1.\(version)) does not explain its picks"])
+            #expect(
+                explained.explanation.steps == [
+                    "plugin old-plugin-\(version) (ABI 1.\(version)) does not explain its picks"
+                ]
+            )
             #expect(explained.backend == nil)
         }
 
         // This package's plugins, entered by hosts that pass 1.0 and 1.1 descriptors: they load, and
         // write nothing past the end (explain stays unset), and by this host: explain is set.
         let hostEnd = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.host)!
-        let explainEnd = MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
+        let explainEnd =
+            MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
         for product in ["l4lb-policy-source-hash", "l4lb-policy-geo"] {
             let handle = try #require(dlopen(PluginFixtures.library(product), RTLD_NOW | RTLD_LOCAL))
             let entry = unsafeBitCast(try #require(dlsym(handle, "l4lb_policy_entry")), to: l4lb_policy_entry_fn.self)
@@ -231,8 +239,13 @@ struct PluginTests {
             let explained = router.explain(client)
             let picked = router.table.selector.pick(for: client, excluding: .none)
             #expect(explained.explanation.backend == picked)
-            #expect(explained.explanation.steps.first == "rendezvous hash of the client address over 4 healthy of 4, by weight")
-            #expect(explained.explanation.steps.last?.hasPrefix("highest score: \(explained.backend!.description) ") == true)
+            #expect(
+                explained.explanation.steps.first
+                    == "rendezvous hash of the client address over 4 healthy of 4, by weight"
+            )
+            #expect(
+                explained.explanation.steps.last?.hasPrefix("highest score: \(explained.backend!.description) ") == true
+            )
         }
 
         // A plugin whose explain answers an index out of range: the explanation says a pick would
@@ -274,9 +287,11 @@ struct PluginTests {
         )
         router.setPolicy(policy)
         let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
-        #expect(explained.explanation.steps.prefix(2) == [
-            "always seven", "answered 7, not a healthy backend: a pick falls back to round-robin",
-        ])
+        #expect(
+            explained.explanation.steps.prefix(2) == [
+                "always seven", "answered 7, not a healthy backend: a pick falls back to round-robin",
+            ]
+        )
         #expect(explained.backend != nil)
     }
 

@@ -192,10 +192,11 @@ final class PluginPoolView: @unchecked Sendable {
 }
 
 /// The plugin's `explain` (ABI 1.2), as Swift imports it.
-typealias PluginExplainFunction = @convention(c) (
-    UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_backend>?, Int,
-    UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>?
-) -> Int64
+typealias PluginExplainFunction =
+    @convention(c) (
+        UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_backend>?, Int,
+        UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>?
+    ) -> Int64
 
 /// Serves picks for one pool through the plugin. Locking contract: none of l4lb's; whatever the
 /// plugin's pick does (the ABI requires it to be thread-safe and non-blocking).
@@ -255,7 +256,15 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
         var length = 0
         let answer = self.withEntries(excluding: excluded) { entries in
             text.withUnsafeMutableBufferPointer { text in
-                explain(self.instance.pointer, &address, entries.baseAddress, entries.count, text.baseAddress, text.count, &length)
+                explain(
+                    self.instance.pointer,
+                    &address,
+                    entries.baseAddress,
+                    entries.count,
+                    text.baseAddress,
+                    text.count,
+                    &length
+                )
             }
         }
         let written = text.prefix(min(max(length, 0), text.count)).map { UInt8(bitPattern: $0) }
@@ -275,7 +284,8 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     private static let stepLimit = 512
 
     private func isValid(_ answer: Int64, excluding excluded: BackendExclusions) -> Bool {
-        answer >= 0 && answer < Int64(self.view.pool.count) && self.view.pool.isEligible(Int(answer), excluding: excluded)
+        answer >= 0 && answer < Int64(self.view.pool.count)
+            && self.view.pool.isEligible(Int(answer), excluding: excluded)
     }
 
     /// Calls `body` with the pool as C sees it now: the prebuilt view with each backend's active
