@@ -38,6 +38,10 @@ struct ControlDecisions {
         /// Read `serverPool` again once the rest is carried out (a reloadPool message, or a
         /// keyspace notification of a write to the key).
         var reloadPool = false
+        /// The shadow policy to install (with its spec), or nil inside to remove it.
+        var shadow: (spec: PolicySpec, policy: any LoadBalancingPolicy)??
+        /// `l4lb ctl explain` requests this instance answers, in order.
+        var explain: [ExplainRequest] = []
     }
 
     typealias MakePolicy = (PolicySpec) throws(L4LBError) -> any LoadBalancingPolicy
@@ -46,13 +50,21 @@ struct ControlDecisions {
     let names: RedisNames
     /// The spec of the policy in force.
     private(set) var policy: PolicySpec
+    /// The spec of the shadow policy in force, if any.
+    private(set) var shadow: PolicySpec?
     /// The last refused key values, so that a broken key is reported once, not on every reconnect.
     private var refusedPolicyValue: String?
     private var refusedPoolValue: String?
+    private var refusedShadowValue: String?
 
-    init(names: RedisNames, policy: PolicySpec) {
+    /// This instance's name: an explain request that names another instance is not ours.
+    let instance: String?
+
+    init(names: RedisNames, policy: PolicySpec, shadow: PolicySpec? = nil, instance: String? = nil) {
         self.names = names
         self.policy = policy
+        self.shadow = shadow
+        self.instance = instance
     }
 
     // MARK: Messages
@@ -87,6 +99,20 @@ struct ControlDecisions {
                 decision.reloadPool = true
             case .setPolicy(let spec):
                 self.setPolicy(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
+            case .setShadowPolicy(let spec):
+                self.setShadow(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
+            case .clearShadowPolicy:
+                if self.shadow != nil {
+                    self.shadow = nil
+                    decision.shadow = .some(nil)
+                    decision.applied += 1
+                    decision.notes.append(.info("shadow policy cleared", metadata: [:]))
+                }
+                decision.commands.append(["DEL", self.names.shadowPolicyKey])
+            case .explain(let request):
+                if request.instance == nil || request.instance == self.instance {
+                    decision.explain.append(request)
+                }
             case .addServer(let spec):
                 keyUpdates += ["add", spec.address.description, PoolDocument.encodeEntry(spec)]
                 poolChanged = Self.note(editor.apply(message), backends: editor.count, &decision) || poolChanged
@@ -134,6 +160,27 @@ struct ControlDecisions {
         decision.commands.append(["SET", self.names.policyKey, spec.description])
     }
 
+    /// Like `setPolicy`, for the shadow: compared before it is built, and kept in its own key.
+    private mutating func setShadow(
+        _ spec: PolicySpec,
+        channelName: String,
+        makePolicy: MakePolicy,
+        _ decision: inout Decision
+    ) {
+        if spec != self.shadow {
+            do throws(L4LBError) {
+                decision.shadow = .some((spec, try makePolicy(spec)))
+            } catch {
+                self.refuse("message on \(channelName)", spec.description, error.message, &decision)
+                return
+            }
+            self.shadow = spec
+            decision.applied += 1
+            decision.notes.append(.info("shadow policy set", metadata: ["policy": "\(spec)"]))
+        }
+        decision.commands.append(["SET", self.names.shadowPolicyKey, spec.description])
+    }
+
     /// Notes one pool change as the change, with the pool's size after it; true if there was one.
     private static func note(_ change: PoolEditor.Change?, backends: Int, _ decision: inout Decision) -> Bool {
         guard let change else { return false }
@@ -168,6 +215,37 @@ struct ControlDecisions {
             guard text != self.refusedPolicyValue else { return decision }
             self.refusedPolicyValue = text
             self.refuse("key \(self.names.policyKey)", text, error.message, &decision)
+        }
+        return decision
+    }
+
+    /// The `shadowPolicy` key's value (nil when the key is missing), read at (re)connect.
+    mutating func shadowKey(_ text: String?, makePolicy: MakePolicy) -> Decision {
+        var decision = Decision()
+        guard let text else {
+            if self.shadow != nil {
+                self.shadow = nil
+                decision.shadow = .some(nil)
+                decision.applied = 1
+                decision.notes.append(.info("shadow policy cleared (no key in Redis)", metadata: [:]))
+            }
+            return decision
+        }
+        do throws(L4LBError) {
+            let spec = try PolicySpec(parsing: text)
+            guard spec != self.shadow else {
+                self.refusedShadowValue = nil
+                return decision
+            }
+            decision.shadow = .some((spec, try makePolicy(spec)))
+            self.refusedShadowValue = nil
+            self.shadow = spec
+            decision.applied = 1
+            decision.notes.append(.info("shadow policy from Redis", metadata: ["policy": "\(spec)"]))
+        } catch {
+            guard text != self.refusedShadowValue else { return decision }
+            self.refusedShadowValue = text
+            self.refuse("key \(self.names.shadowPolicyKey)", text, error.message, &decision)
         }
         return decision
     }

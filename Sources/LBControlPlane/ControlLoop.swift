@@ -41,6 +41,7 @@ final class ControlLoop: @unchecked Sendable {
         router: Router,
         policies: PolicyRegistry,
         policy: PolicySpec,
+        shadow: PolicySpec? = nil,
         logger: Logger,
         statistics: ControlPlaneStatistics,
         outbox: ControlOutbox,
@@ -52,7 +53,12 @@ final class ControlLoop: @unchecked Sendable {
         self.configuration = configuration
         self.router = router
         self.policies = policies
-        self.decisions = ControlDecisions(names: configuration.names, policy: policy)
+        self.decisions = ControlDecisions(
+            names: configuration.names,
+            policy: policy,
+            shadow: shadow,
+            instance: configuration.instance
+        )
         self.logger = logger
         self.statistics = statistics
         self.outbox = outbox
@@ -218,6 +224,20 @@ final class ControlLoop: @unchecked Sendable {
         case let other:
             self.logger.warning("unexpected reply to GET \(self.names.policyKey)", metadata: ["reply": "\(other)"])
         }
+        switch try commands.command(["GET", self.names.shadowPolicyKey]) {
+        case .string(let text):
+            try self.carryOut(self.decisions.shadowKey(text, makePolicy: self.policies.makePolicy), commands: commands)
+        case .null:
+            if let shadow = self.decisions.shadow {
+                // This instance's --shadow-policy seeds the key, as --policy seeds `policy`.
+                try commands.command(["SET", self.names.shadowPolicyKey, shadow.description, "NX"])
+            }
+        case let other:
+            self.logger.warning(
+                "unexpected reply to GET \(self.names.shadowPolicyKey)",
+                metadata: ["reply": "\(other)"]
+            )
+        }
         switch try commands.command(["GET", self.names.serverPoolKey]) {
         case .string(let text):
             try self.carryOut(self.decisions.poolKey(text, pool: self.router.pool.specs), commands: commands)
@@ -300,6 +320,18 @@ final class ControlLoop: @unchecked Sendable {
         if let (_, policy) = decision.policy {
             self.router.setPolicy(policy)
         }
+        if let shadow = decision.shadow {
+            self.router.setShadow(
+                shadow.map {
+                    ShadowPolicy(
+                        spec: $0.spec,
+                        policy: $0.policy,
+                        samplePercent: self.configuration.shadowSamplePercent,
+                        logger: self.logger
+                    )
+                }
+            )
+        }
         if let pool = decision.pool {
             do {
                 try self.router.setPool(pool)
@@ -334,6 +366,18 @@ final class ControlLoop: @unchecked Sendable {
             default:
                 break
             }
+        }
+        for request in decision.explain {
+            // Answered after the changes before it in the burst: the explanation is of the state
+            // they made.
+            let answer = ExplainAnswer(
+                router: self.router,
+                client: request.client,
+                instance: self.configuration.instance
+            )
+            let key = self.names.explainReplyKey(id: request.id)
+            try commands.command(["RPUSH", key, JSONText.encode(answer)])
+            try commands.command(["EXPIRE", key, "60"])
         }
         self.statistics.recordContact()
         if decision.reloadPool, case .string(let text) = try commands.command(["GET", self.names.serverPoolKey]) {

@@ -18,6 +18,7 @@ public final class ControlPlane: Sendable {
     private let router: Router
     private let policies: PolicyRegistry
     private let initialPolicy: PolicySpec
+    private let initialShadow: PolicySpec?
     private let logger: Logger
     private let stopRequested = ManagedAtomic<Bool>(false)
     private let started = ManagedAtomic<Bool>(false)
@@ -35,8 +36,10 @@ public final class ControlPlane: Sendable {
         router: Router,
         policies: PolicyRegistry,
         initialPolicy: PolicySpec,
+        initialShadow: PolicySpec? = nil,
         logger: Logger
     ) {
+        self.initialShadow = initialShadow
         self.configuration = configuration
         self.router = router
         self.policies = policies
@@ -73,6 +76,7 @@ public final class ControlPlane: Sendable {
             router: self.router,
             policies: self.policies,
             policy: self.initialPolicy,
+            shadow: self.initialShadow,
             logger: self.logger,
             statistics: self.statistics,
             outbox: self.outbox,

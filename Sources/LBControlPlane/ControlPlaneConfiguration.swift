@@ -15,6 +15,10 @@ public struct ControlPlaneConfiguration: Sendable {
     /// How long the status key lives without a rewrite, so that a dead instance's status expires;
     /// three intervals (at least a second) unless set.
     public var statusTimeToLive: TimeAmount?
+    /// This instance's name: it answers explain requests addressed to it.
+    public var instance: String?
+    /// Percent of new clients a shadow policy installed through Redis is asked about.
+    public var shadowSamplePercent = 100
 
     public init(
         endpoint: RedisEndpoint,

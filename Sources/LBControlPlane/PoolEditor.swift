@@ -47,7 +47,7 @@ struct PoolEditor {
             self.entries[index] = nil
             self.count -= 1
             return .removed(address)
-        case .setPolicy, .reloadPool:
+        case .setPolicy, .reloadPool, .setShadowPolicy, .clearShadowPolicy, .explain:
             return nil
         }
     }

@@ -13,6 +13,10 @@ public struct RedisNames: Hashable, Sendable {
 
     public var serverPoolKey: String { self.name("serverPool") }
     public var policyKey: String { self.name("policy") }
+    /// The shadow policy's spec, while one is installed (`setShadowPolicy`).
+    public var shadowPolicyKey: String { self.name("shadowPolicy") }
+    /// The list an instance pushes its answer to an explain request onto.
+    public func explainReplyKey(id: String) -> String { self.name("explain:\(id)") }
     /// A hash beside `serverPool`: `version` (one more at every change l4lb writes) and
     /// `changed_at` (the server's time of that change, in seconds).
     public var serverPoolMetaKey: String { self.name("serverPool:meta") }

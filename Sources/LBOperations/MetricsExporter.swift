@@ -40,6 +40,55 @@ public final class MetricsExporter: Sendable {
         self.sources = sources
     }
 
+    /// The shadow policy's counts: enough for a dashboard to show its share per backend and region
+    /// and how often it agrees with the active policy.
+    private func renderShadow(
+        _ shadow: ShadowReport,
+        counter: (String, String, [(String, String)], Int) -> Void,
+        gauge: (String, String, [(String, String)], Double) -> Void
+    ) {
+        let policy = [("policy", shadow.policy)]
+        gauge(
+            "l4lb_shadow_active",
+            "The shadow policy installed (value 1; 0 once dropped after a fault).",
+            policy,
+            shadow.dropped ? 0 : 1
+        )
+        gauge(
+            "l4lb_shadow_sample_ratio",
+            "Share of new clients the shadow policy is asked about.",
+            policy,
+            Double(shadow.samplePercent) / 100
+        )
+        counter("l4lb_shadow_sampled_total", "Clients the shadow policy was asked about.", policy, shadow.sampled)
+        counter(
+            "l4lb_shadow_agreed_total",
+            "Sampled clients for whom the shadow picked the active policy's backend.",
+            policy,
+            shadow.agreed
+        )
+        counter(
+            "l4lb_shadow_no_backend_total",
+            "Sampled clients for whom the shadow picked no backend.",
+            policy,
+            shadow.pickedNone
+        )
+        counter(
+            "l4lb_shadow_faults_total",
+            "Shadow picks that answered an invalid index (the shadow is then dropped).",
+            policy,
+            shadow.faults
+        )
+        for backend in shadow.backends where backend.inPool {
+            counter(
+                "l4lb_shadow_picks_total",
+                "Sampled clients the shadow policy would have sent to each backend.",
+                policy + [("backend", backend.address), ("region", backend.region ?? "")],
+                backend.picks
+            )
+        }
+    }
+
     public func render() -> [UInt8] {
         var text = PrometheusText()
         let table = self.sources.router.table
@@ -149,6 +198,9 @@ public final class MetricsExporter: Sendable {
             [("fingerprint", PoolFingerprint.of(table.pool.specs))],
             1
         )
+        if let shadow = table.shadow?.shadow.report(pool: table.pool) {
+            self.renderShadow(shadow, counter: counter, gauge: gauge)
+        }
         if let faults = self.sources.pluginFaults {
             counter("l4lb_plugin_faults_total", "Plugin picks that answered an invalid index.", [], faults.total)
         }

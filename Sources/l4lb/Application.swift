@@ -22,6 +22,17 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
     let (policies, pluginFaults) = PluginOptions.makeRegistry(catalog: catalog, logger: logger)
     let router = Router(policy: try policies.makePolicy(settings.policy))
     try router.setPool(settings.proxy.backends)
+    if let spec = settings.shadowPolicy {
+        let shadow: any LoadBalancingPolicy
+        do throws(L4LBError) {
+            shadow = try policies.makePolicy(spec)
+        } catch {
+            throw L4LBError(error.code, "--shadow-policy: \(error.message)")
+        }
+        router.setShadow(
+            ShadowPolicy(spec: spec, policy: shadow, samplePercent: settings.shadowSamplePercent, logger: logger)
+        )
+    }
 
     let controlPlane = settings.controlPlane.map {
         ControlPlane(
@@ -29,6 +40,7 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
             router: router,
             policies: policies,
             initialPolicy: settings.policy,
+            initialShadow: settings.shadowPolicy,
             logger: logger
         )
     }
@@ -75,16 +87,6 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
         events: events,
         group: group
     )
-}
-
-/// `/explain`'s answer.
-struct Explanation: Codable {
-    var client: String
-    var policy: String
-    var backend: String?
-    var steps: [String]
-    /// The steps as one line: `hash of 192.0.2.7 -> slot 8 of 65537 -> ... -> maglev: 10.0.0.7:80`.
-    var chain: String
 }
 
 /// l4lb's parts, wired: built by `buildApplication`, started by `start()`, then either run until a
@@ -215,18 +217,7 @@ final class Application: Sendable {
             status: { [self] in self.statusJSON() },
             unhealthyReason: { [self] in self.unhealthyReason() },
             statusPage: { [self] in self.statusPageJSON() },
-            explain: { [router] client in
-                let (policy, explanation, backend) = router.explain(client)
-                return JSONText.encode(
-                    Explanation(
-                        client: client.description,
-                        policy: policy,
-                        backend: backend?.description,
-                        steps: explanation.steps,
-                        chain: explanation.steps.joined(separator: " -> ")
-                    )
-                )
-            }
+            explain: { [router] client in JSONText.encode(ExplainAnswer(router: router, client: client)) }
         )
     }
 

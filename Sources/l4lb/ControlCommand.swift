@@ -15,7 +15,7 @@ struct ControlCommand: ParsableCommand {
         abstract: "Manage running l4lb instances through Redis.",
         subcommands: [
             AddServer.self, RemoveServer.self, SetPolicy.self, ShowPool.self, ReloadPool.self, Instances.self,
-            Upgrade.self,
+            Upgrade.self, ExplainCommand.self, SetShadowPolicy.self, ClearShadowPolicy.self, ShadowCommand.self,
         ]
     )
 
@@ -150,7 +150,7 @@ struct ControlCommand: ParsableCommand {
     }
 }
 
-private func connect(_ options: RedisOptions) throws -> (RedisConnection, RedisNames) {
+func connect(_ options: RedisOptions) throws -> (RedisConnection, RedisNames) {
     var options = options
     if options.redis == nil { options.redis = "redis://127.0.0.1:6379" }
     do {
@@ -168,7 +168,7 @@ private func connect(_ options: RedisOptions) throws -> (RedisConnection, RedisN
     }
 }
 
-private func publish(_ channel: ControlChannel, _ payload: String, _ options: RedisOptions) throws {
+func publish(_ channel: ControlChannel, _ payload: String, _ options: RedisOptions) throws {
     do {
         _ = try ControlMessage(channel: channel, payload: payload)
     } catch {

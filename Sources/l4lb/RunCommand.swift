@@ -44,6 +44,17 @@ struct RunCommand: AsyncParsableCommand {
     var policy: String = "round-robin"
 
     @Option(
+        help: ArgumentHelp(
+            "A shadow policy beside the active one: asked for each client, never obeyed; its counts show what a switch would do.",
+            discussion: "Redis's setShadowPolicy and clearShadowPolicy replace it live."
+        )
+    )
+    var shadowPolicy: String?
+
+    @Option(help: "Percent of new clients the shadow policy is asked about (1-100).")
+    var shadowSample: String = "100%"
+
+    @Option(
         parsing: .unconditional,
         help: ArgumentHelp("Longest wait for a backend's TCP handshake (e.g. 500ms, 3s).", valueName: "duration")
     )
@@ -179,6 +190,9 @@ struct RunCommand: AsyncParsableCommand {
         var controlPlane: ControlPlaneConfiguration?
         var operations: OperationsOptions.Settings
         var pluginDirectories: [String]
+        /// `--shadow-policy`, and the percent of clients it is asked about.
+        var shadowPolicy: PolicySpec? = nil
+        var shadowSamplePercent = 100
     }
 
     /// - Parameter inherited: listening sockets handed over at start (systemd, an upgrade).
@@ -187,15 +201,34 @@ struct RunCommand: AsyncParsableCommand {
         proxy.inheritedListeners = inherited
         let operations = try self.operations.makeSettings()
         proxy.sendProxyProtocol = operations.sendProxyProtocol
+        var controlPlane = try self.redis.makeConfiguration()
+        let samplePercent = try Self.percent(self.shadowSample, flag: "--shadow-sample")
+        controlPlane?.instance = proxy.instanceID
+        controlPlane?.shadowSamplePercent = samplePercent
         return Settings(
             proxy: proxy,
             policy: policy,
             logLevel: level,
             upgradeTimeout: .nanoseconds(self.upgradeTimeout.amount.nanoseconds),
-            controlPlane: try self.redis.makeConfiguration(),
+            controlPlane: controlPlane,
             operations: operations,
-            pluginDirectories: self.plugins.directories
+            pluginDirectories: self.plugins.directories,
+            shadowPolicy: try self.shadowPolicy.map { text throws(L4LBError) in
+                do throws(L4LBError) { return try PolicySpec(parsing: text) } catch {
+                    throw L4LBError(error.code, "--shadow-policy: \(error.message)")
+                }
+            },
+            shadowSamplePercent: samplePercent
         )
+    }
+
+    /// `N%` or `N`, N in 1-100.
+    static func percent(_ text: String, flag: String) throws(L4LBError) -> Int {
+        let digits = text.hasSuffix("%") ? String(text.dropLast()) : text
+        guard let value = Int(digits), (1...100).contains(value) else {
+            throw L4LBError(.invalidValue, "\(flag): '\(text.prefix(32))' is not a percent in 1-100 (e.g. 10%)")
+        }
+        return value
     }
 
     /// Every flag checked and converted here, so a bad value is one clear line before anything listens.

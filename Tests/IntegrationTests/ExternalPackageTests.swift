@@ -87,7 +87,7 @@ struct ExternalPackageTests {
             let admin = try #require(proxy.adminAddress?.port)
             let (status, body) = try httpGet(port: admin, path: "/explain?client=192.0.2.1")
             #expect(status == 200)
-            let answer = try JSONDecoder().decode(Explanation.self, from: Data(body.utf8))
+            let answer = try JSONDecoder().decode(ExplainAnswer.self, from: Data(body.utf8))
             #expect(answer.steps == ["region eu", "least loaded: \(specs[1].address)"])
             #expect(answer.backend == specs[1].address.description)
         }

@@ -86,7 +86,7 @@ struct GeoRoutingTests {
             for (client, name, steps) in cases {
                 let (status, body) = try httpGet(port: admin, path: "/explain?client=\(client)")
                 #expect(status == 200)
-                let answer = try JSONDecoder().decode(Explanation.self, from: Data(body.utf8))
+                let answer = try JSONDecoder().decode(ExplainAnswer.self, from: Data(body.utf8))
                 #expect(answer.policy == "geo")
                 #expect(Array(answer.steps.prefix(steps.count)) == steps, "\(answer.steps)")
                 let chosen = backends[Self.regions.firstIndex { $0.name == name }!].address.description

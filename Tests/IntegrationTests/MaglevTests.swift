@@ -51,7 +51,7 @@ struct MaglevTests {
             for source in ["198.51.100.7", "203.0.113.9", "2001:db8::5"] {
                 let (status, body) = try httpGet(port: admin, path: "/explain?client=\(source)")
                 #expect(status == 200)
-                let answer = try JSONDecoder().decode(Explanation.self, from: Data(body.utf8))
+                let answer = try JSONDecoder().decode(ExplainAnswer.self, from: Data(body.utf8))
                 #expect(answer.policy == "maglev")
                 #expect(answer.chain.hasPrefix("hash of "))
                 // The explained backend is the one that serves that client.

@@ -199,9 +199,9 @@ struct PluginTests {
             )
             let router = Router(policy: policy)
             try router.setPool([BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 9))])
-            let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
+            let explained = ExplainAnswer(router: router, client: ClientAddress(text: "192.0.2.1")!)
             #expect(
-                explained.explanation.steps == [
+                explained.steps == [
                     "plugin old-plugin-\(version) (ABI 1.\(version)) does not explain its picks"
                 ]
             )
@@ -236,15 +236,15 @@ struct PluginTests {
         try router.setPool(specs)
         for text in ["192.0.2.1", "198.51.100.200", "2001:db8::7"] {
             let client = ClientAddress(text: text)!
-            let explained = router.explain(client)
+            let explained = ExplainAnswer(router: router, client: client)
             let picked = router.table.selector.pick(for: client, excluding: .none)
-            #expect(explained.explanation.backend == picked)
+            #expect(explained.backend == picked.map { router.pool[$0].address.description })
             #expect(
-                explained.explanation.steps.first
+                explained.steps.first
                     == "rendezvous hash of the client address over 4 healthy of 4, by weight"
             )
             #expect(
-                explained.explanation.steps.last?.hasPrefix("highest score: \(explained.backend!.description) ") == true
+                explained.steps.last?.hasPrefix("highest score: \(explained.backend!) ") == true
             )
         }
 
@@ -286,9 +286,9 @@ struct PluginTests {
             faults: PluginFaults(logger: Logger(label: "test"))
         )
         router.setPolicy(policy)
-        let explained = router.explain(ClientAddress(text: "192.0.2.1")!)
+        let explained = ExplainAnswer(router: router, client: ClientAddress(text: "192.0.2.1")!)
         #expect(
-            explained.explanation.steps.prefix(2) == [
+            explained.steps.prefix(2) == [
                 "always seven", "answered 7, not a healthy backend: a pick falls back to round-robin",
             ]
         )

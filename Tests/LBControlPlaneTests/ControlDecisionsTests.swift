@@ -175,4 +175,65 @@ struct ControlDecisionsTests {
             decisions.policyKey("least-connections", makePolicy: builder.make).policy?.spec.name == "least-connections"
         )
     }
+
+    @Test(
+        "setShadowPolicy builds once per new spec and keeps it in its key; clearShadowPolicy removes both; a bad one is refused"
+    )
+    func shadowMessages() {
+        var decisions = ControlDecisions(names: self.names, policy: PolicySpec(name: "round-robin"))
+        let builder = Builder()
+        func send(_ messages: [ControlDecisions.Message]) -> ControlDecisions.Decision {
+            decisions.messages(messages, pool: [], makePolicy: builder.make, resolve: self.noResolve)
+        }
+        let first = send([self.message(.setShadowPolicy, "maglev"), self.message(.setShadowPolicy, "maglev")])
+        #expect(builder.built == [PolicySpec(name: "maglev")], "the repeat built nothing")
+        #expect(first.shadow??.spec == PolicySpec(name: "maglev"))
+        #expect(first.commands == [["SET", "shadowPolicy", "maglev"], ["SET", "shadowPolicy", "maglev"]])
+        #expect(decisions.shadow == PolicySpec(name: "maglev") && decisions.policy == PolicySpec(name: "round-robin"))
+
+        let refused = send([self.message(.setShadowPolicy, "broken"), self.message(.setShadowPolicy, "no spaces {")])
+        #expect(refused.refused == 2 && refused.shadow == nil && refused.commands.isEmpty)
+        #expect(decisions.shadow == PolicySpec(name: "maglev"), "a refused shadow leaves the one in force")
+
+        let cleared = send([self.message(.clearShadowPolicy, "")])
+        #expect(cleared.shadow.map { $0 == nil } == true)
+        #expect(cleared.commands == [["DEL", "shadowPolicy"]])
+        #expect(decisions.shadow == nil)
+
+        // The key read at a reconnect: present installs, missing clears, broken is reported once.
+        #expect(
+            decisions.shadowKey("least-connections", makePolicy: builder.make).shadow??.spec.name == "least-connections"
+        )
+        #expect(decisions.shadowKey("broken", makePolicy: builder.make).refused == 1)
+        #expect(decisions.shadowKey("broken", makePolicy: builder.make).refused == 0)
+        #expect(decisions.shadowKey(nil, makePolicy: builder.make).shadow.map { $0 == nil } == true)
+    }
+
+    @Test("explain requests: answered when addressed to all or to this instance; malformed ones are refused")
+    func explainRequests() {
+        var decisions = ControlDecisions(
+            names: self.names,
+            policy: PolicySpec(name: "round-robin"),
+            instance: "lb-1"
+        )
+        let builder = Builder()
+        let decision = decisions.messages(
+            [
+                self.message(.explain, #"{"id": "a1", "client": "192.0.2.7"}"#),
+                self.message(.explain, #"{"id": "a2", "client": "2001:db8::1", "port": 443, "instance": "lb-1"}"#),
+                self.message(.explain, #"{"id": "a3", "client": "192.0.2.7", "instance": "lb-2"}"#),
+                self.message(.explain, #"{"id": "a4", "client": "not-an-ip"}"#),
+                self.message(.explain, #"{"id": "../../etc", "client": "192.0.2.7"}"#),
+                self.message(.explain, #"{"id": "a6", "client": "192.0.2.7", "port": 70000}"#),
+                self.message(.explain, "not json"),
+            ],
+            pool: [],
+            makePolicy: builder.make,
+            resolve: self.noResolve
+        )
+        #expect(decision.explain.map(\.id) == ["a1", "a2"])
+        #expect(decision.explain.last?.client == ClientAddress(text: "2001:db8::1", port: 443))
+        #expect(decision.refused == 4)
+        #expect(decision.applied == 0 && decision.commands.isEmpty && builder.built.isEmpty)
+    }
 }

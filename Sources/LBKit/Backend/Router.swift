@@ -10,12 +10,15 @@ public final class RoutingTable: AtomicReference, Sendable {
     public let selector: any BackendSelector
     /// Picks made with this table's policy, shared by every table of the same policy name.
     let picks: ManagedAtomic<Int>
+    /// The shadow policy's selector for this pool, when one is installed.
+    public let shadow: ShadowRoute?
 
-    init(pool: BackendPool, policy: any LoadBalancingPolicy, picks: ManagedAtomic<Int>) {
+    init(pool: BackendPool, policy: any LoadBalancingPolicy, picks: ManagedAtomic<Int>, shadow: ShadowPolicy?) {
         self.pool = pool
         self.policy = policy
         self.selector = policy.makeSelector(for: pool)
         self.picks = picks
+        self.shadow = shadow.map { ShadowRoute(shadow: $0, pool: pool) }
     }
 }
 
@@ -40,7 +43,8 @@ public final class Router: Sendable {
             RoutingTable(
                 pool: BackendPool(backends: [], generation: 0, panic: self.panic),
                 policy: policy,
-                picks: picks
+                picks: picks,
+                shadow: nil
             )
         )
     }
@@ -108,7 +112,10 @@ public final class Router: Sendable {
                 generation: self.nextGeneration.loadThenWrappingIncrement(ordering: .relaxed),
                 panic: self.panic
             )
-            self.current.store(RoutingTable(pool: pool, policy: old.policy, picks: old.picks), ordering: .releasing)
+            self.current.store(
+                RoutingTable(pool: pool, policy: old.policy, picks: old.picks, shadow: old.shadow?.shadow),
+                ordering: .releasing
+            )
             return pool
         }
         for observer in self.observers.withLockedValue({ $0 }) {
@@ -118,22 +125,36 @@ public final class Router: Sendable {
     }
 
     /// Installs `policy` for the next clients; open connections are not touched.
-    /// What the policy in force would pick for `client` now, and why; changes nothing.
-    public func explain(
-        _ client: ClientAddress
-    ) -> (policy: String, explanation: PickExplanation, backend: HostAndPort?) {
-        let table = self.table
-        let explanation = table.selector.explain(for: client, excluding: .none)
-        return (table.policy.name, explanation, explanation.backend.map { table.pool[$0].address })
-    }
-
     public func setPolicy(_ policy: any LoadBalancingPolicy) {
         self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)
             self.current.store(
-                RoutingTable(pool: old.pool, policy: policy, picks: self.picks(for: policy)),
+                RoutingTable(
+                    pool: old.pool,
+                    policy: policy,
+                    picks: self.picks(for: policy),
+                    shadow: old.shadow?.shadow
+                ),
                 ordering: .releasing
             )
         }
+    }
+
+    /// Installs `shadow` beside the active policy (asked, never obeyed), replacing any other; nil
+    /// removes it.
+    public func setShadow(_ shadow: ShadowPolicy?) {
+        self.updateLock.withLock {
+            let old = self.current.load(ordering: .acquiring)
+            self.current.store(
+                RoutingTable(pool: old.pool, policy: old.policy, picks: old.picks, shadow: shadow),
+                ordering: .releasing
+            )
+        }
+    }
+
+    /// The shadow policy's counts against the pool in force, when one is installed.
+    public var shadowReport: ShadowReport? {
+        let table = self.table
+        return table.shadow?.shadow.report(pool: table.pool)
     }
 }

@@ -279,6 +279,9 @@ extension RelayLoop {
         }
         let backend = table.pool[index]
         table.picks.wrappingIncrement(ordering: .relaxed)
+        if self.slots[slot].backendsTried == 0, let shadow = table.shadow {
+            shadow.observe(self.slots[slot].client, active: index, excluding: self.slots[slot].excluded)
+        }
         backend.counters.connectionStarted()
         table.policy.connectionOpened(to: backend)
         self.slots[slot].backend = backend

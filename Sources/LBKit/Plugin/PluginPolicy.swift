@@ -231,16 +231,25 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     }
 
     func pick(for client: ClientAddress, excluding excluded: BackendExclusions) -> Int? {
-        let count = self.view.pool.count
-        guard count > 0 else { return nil }
+        switch self.checkedPick(for: client, excluding: excluded) {
+        case .backend(let index):
+            return index
+        case .none:
+            return nil
+        case .fault(let answer):
+            self.faults.record(plugin: self.name, answer: answer, poolSize: self.view.pool.count)
+            return self.fallback.pick(for: client, excluding: excluded)
+        }
+    }
+
+    func checkedPick(for client: ClientAddress, excluding excluded: BackendExclusions) -> CheckedPick {
+        guard self.view.pool.count > 0 else { return .none }
         var address = PluginPoolView.address(client)
         let answer = self.withEntries(excluding: excluded) { entries in
             self.pick(self.instance.pointer, &address, entries.baseAddress, entries.count)
         }
-        if answer == Int64(L4LB_PICK_NONE) { return nil }
-        if self.isValid(answer, excluding: excluded) { return Int(answer) }
-        self.faults.record(plugin: self.name, answer: answer, poolSize: count)
-        return self.fallback.pick(for: client, excluding: excluded)
+        if answer == Int64(L4LB_PICK_NONE) { return .none }
+        return self.isValid(answer, excluding: excluded) ? .backend(Int(answer)) : .fault(answer)
     }
 
     func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {

@@ -87,8 +87,17 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self.family {
+        case .ipv4: return "\(self.addressText):\(self.port)"
+        case .ipv6: return "[\(self.addressText)]:\(self.port)"
+        case .unspecified: return "unknown"
+        }
+    }
+
+    /// The address alone, as `inet_ntop` writes it (no port, no brackets): what `init?(text:)` reads.
+    public var addressText: String {
+        switch self.family {
         case .ipv4:
-            return self.bytes.map(String.init).joined(separator: ".") + ":\(self.port)"
+            return self.bytes.map(String.init).joined(separator: ".")
         case .ipv6:
             var text = [CChar](repeating: 0, count: 64)
             var raw = in6_addr()
@@ -96,8 +105,7 @@ public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
                 self.withAddressBytes { target.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
             }
             inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
-            let address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            return "[\(address)]:\(self.port)"
+            return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         case .unspecified:
             return "unknown"
         }

@@ -39,6 +39,18 @@ public protocol BackendSelector: Sendable {
     /// (a round-robin explanation does not advance the rotation). For operators (`/explain`), off
     /// the hot path: it may allocate.
     func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation
+
+    /// `pick`, but a policy that can answer nonsense (a plugin) reports it as a fault instead of
+    /// serving the client some other way: for a shadow policy, which must be dropped, not covered for.
+    func checkedPick(for client: ClientAddress, excluding excluded: BackendExclusions) -> CheckedPick
+}
+
+/// A pick's answer, with faults told apart.
+public enum CheckedPick: Sendable, Equatable {
+    case backend(Int)
+    case none
+    /// The policy answered something that is not a healthy backend of the pool.
+    case fault(Int64)
 }
 
 /// A pick, explained: the steps that led to it and the backend (an index in the pool), if any.
@@ -53,6 +65,10 @@ public struct PickExplanation: Sendable, Equatable {
 }
 
 extension BackendSelector {
+    public func checkedPick(for client: ClientAddress, excluding excluded: BackendExclusions) -> CheckedPick {
+        self.pick(for: client, excluding: excluded).map(CheckedPick.backend) ?? .none
+    }
+
     public func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
         PickExplanation(steps: ["this policy does not explain its picks"], backend: nil)
     }

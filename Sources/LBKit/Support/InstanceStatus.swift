@@ -25,6 +25,8 @@ public enum InstanceStatus {
         public var retired: [String]?
         /// When the control plane last heard from Redis (ISO 8601).
         public var redisLastContact: String?
+        /// The shadow policy's counts, when one is installed (`setShadowPolicy`).
+        public var shadow: ShadowReport?
         public var backends: [BackendEntry]
 
         enum CodingKeys: String, CodingKey {
@@ -38,6 +40,7 @@ public enum InstanceStatus {
             case poolSince = "pool_since"
             case retired
             case redisLastContact = "redis_last_contact"
+            case shadow
             case backends
         }
     }
@@ -89,6 +92,7 @@ public enum InstanceStatus {
             poolSince: Timestamp.iso8601(pool.builtAt),
             retired: pool.backends.filter(\.isRetired).map(\.address.description),
             redisLastContact: controlPlane?.lastContact.map(Timestamp.iso8601),
+            shadow: table.shadow?.shadow.report(pool: pool),
             backends: pool.backends.map { backend in
                 BackendEntry(
                     address: backend.address.description,
