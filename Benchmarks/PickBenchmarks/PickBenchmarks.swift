@@ -56,6 +56,30 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+    // The shadow policy's cost on the relay thread: a round-robin pick alone, then with a shadow
+    // asked about every client (100%) or one in ten, as the relay does after the active pick.
+    for (shadowSpec, percent) in [
+        (PolicySpec(name: "maglev"), 100), (PickFixtures.specs[4], 100), (PickFixtures.specs[4], 10),
+    ] {
+        guard let active = try? plugins.makePolicy(PolicySpec(name: "round-robin")),
+            let shadow = try? plugins.makePolicy(shadowSpec),
+            let router = try? PickFixtures.router(size: 100, policy: active)
+        else { continue }
+        router.setShadow(
+            ShadowPolicy(spec: shadowSpec, policy: shadow, samplePercent: percent, logger: Logger(label: "bench"))
+        )
+        Benchmark("round-robin pick + \(shadowSpec.name) shadow at \(percent)%, 100 backends") { benchmark in
+            let table = router.table
+            let clients = PickFixtures.clients
+            benchmark.startMeasurement()
+            for iteration in benchmark.scaledIterations {
+                let client = clients[iteration & (clients.count - 1)]
+                let index = table.selector.pick(for: client, excluding: .none)!
+                table.shadow?.observe(client, active: index, excluding: .none)
+                blackHole(index)
+            }
+        }
+    }
 }
 
 enum PickFixtures {

@@ -30,6 +30,9 @@ struct L4LB: AsyncParsableCommand {
           serverPool:meta (hash): version and changed_at of the pool.
           policy (key): the policy in force, NAME or NAME {json}.
           addServer, removeServer, setPolicy, reloadPool (channels): change the pool or the policy.
+          setShadowPolicy, clearShadowPolicy (channels), shadowPolicy (key): a policy asked but not \
+        obeyed (`l4lb ctl shadow`).
+          explain (channel), explain:ID (lists): `l4lb ctl explain` asks and the instances answer.
           events (channel): backend-retired, backend-restored, backend-removed.
           status:ID (key): each instance's state, refreshed every 5 s (`l4lb ctl instances`).
 

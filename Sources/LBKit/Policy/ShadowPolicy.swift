@@ -122,7 +122,7 @@ public final class ShadowRoute: Sendable {
     /// Asks the shadow about a client whose first pick by the active policy was `active`, if the
     /// client is in the sample, and counts the answer. On the relay thread: atomics only.
     @inline(__always)
-    func observe(_ client: ClientAddress, active: Int, excluding excluded: BackendExclusions) {
+    public func observe(_ client: ClientAddress, active: Int, excluding excluded: BackendExclusions) {
         guard !self.shadow.dropped.load(ordering: .relaxed), self.shadow.takesNextClient() else { return }
         self.shadow.sampled.wrappingIncrement(ordering: .relaxed)
         switch self.selector.checkedPick(for: client, excluding: excluded) {
