@@ -131,7 +131,7 @@ enum PickFixtures {
             defaultDirectory: ProcessInfo.processInfo.environment["L4LB_PLUGIN_DIR"],
             reservedNames: Set(BuiltinPolicies.names)
         )
-        catalog.register(in: registry, faults: PluginFaults(logger: logger)) { RoundRobinPolicy() }
+        catalog.register(in: registry, faults: PluginFaults(logger: logger), logger: logger) { RoundRobinPolicy() }
         return registry
     }
 }

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <linux/sockios.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -17,4 +18,8 @@ int l4lb_unacknowledged_bytes(int fd) {
 
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
+int l4lb_memfd(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
 }

@@ -45,6 +45,8 @@ struct ControlDecisions {
     }
 
     typealias MakePolicy = (PolicySpec) throws(L4LBError) -> any LoadBalancingPolicy
+    /// Whether the code behind a spec changed since it was last built (a new plugin build).
+    typealias CodeChanged = (PolicySpec) -> Bool
     typealias Resolve = (HostAndPort) throws(L4LBError) -> Void
 
     let names: RedisNames
@@ -76,6 +78,7 @@ struct ControlDecisions {
         _ burst: [Message],
         pool current: [BackendSpec],
         makePolicy: MakePolicy,
+        codeChanged: CodeChanged = { _ in false },
         resolve: Resolve
     ) -> Decision {
         var decision = Decision()
@@ -98,9 +101,21 @@ struct ControlDecisions {
             case .reloadPool:
                 decision.reloadPool = true
             case .setPolicy(let spec):
-                self.setPolicy(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
+                self.setPolicy(
+                    spec,
+                    channelName: received.channelName,
+                    rebuild: codeChanged(spec),
+                    makePolicy: makePolicy,
+                    &decision
+                )
             case .setShadowPolicy(let spec):
-                self.setShadow(spec, channelName: received.channelName, makePolicy: makePolicy, &decision)
+                self.setShadow(
+                    spec,
+                    channelName: received.channelName,
+                    rebuild: codeChanged(spec),
+                    makePolicy: makePolicy,
+                    &decision
+                )
             case .clearShadowPolicy:
                 if self.shadow != nil {
                     self.shadow = nil
@@ -138,15 +153,18 @@ struct ControlDecisions {
         return decision
     }
 
+    /// - Parameter rebuild: build even the spec in force (its plugin's file holds a new build).
     private mutating func setPolicy(
         _ spec: PolicySpec,
         channelName: String,
+        rebuild: Bool,
         makePolicy: MakePolicy,
         _ decision: inout Decision
     ) {
         // Compared before anything is built: the spec in force again must cost nothing (building a
-        // plugin instance opens files and may start work; a flood of repeats must not).
-        if spec != self.policy {
+        // plugin instance opens files and may start work; a flood of repeats must not). A new build
+        // of the plugin's file is the exception, noticed by a stat and loaded once.
+        if spec != self.policy || rebuild {
             do throws(L4LBError) {
                 decision.policy = (spec, try makePolicy(spec))
             } catch {
@@ -164,10 +182,11 @@ struct ControlDecisions {
     private mutating func setShadow(
         _ spec: PolicySpec,
         channelName: String,
+        rebuild: Bool,
         makePolicy: MakePolicy,
         _ decision: inout Decision
     ) {
-        if spec != self.shadow {
+        if spec != self.shadow || rebuild {
             do throws(L4LBError) {
                 decision.shadow = .some((spec, try makePolicy(spec)))
             } catch {

@@ -299,6 +299,7 @@ final class ControlLoop: @unchecked Sendable {
             burst,
             pool: self.router.pool.specs,
             makePolicy: self.policies.makePolicy,
+            codeChanged: self.policies.codeChanged,
             resolve: { address throws(L4LBError) in _ = try BackendResolver.resolve(address) }
         )
         try self.carryOut(decision, commands: commands)

@@ -193,7 +193,8 @@ final class Application: Sendable {
                     instance: self.settings.proxy.instanceID,
                     startedAt: self.startedAt,
                     router: self.router,
-                    controlPlane: self.controlPlane?.statistics
+                    controlPlane: self.controlPlane?.statistics,
+                    plugins: self.catalog.versions
                 ),
                 history: self.history.series,
                 events: self.events.all
@@ -207,7 +208,8 @@ final class Application: Sendable {
             instance: self.settings.proxy.instanceID,
             startedAt: self.startedAt,
             router: self.router,
-            controlPlane: self.controlPlane?.statistics
+            controlPlane: self.controlPlane?.statistics,
+            plugins: self.catalog.versions
         )
     }
 

@@ -39,7 +39,7 @@ struct PluginOptions: ParsableArguments {
     static func makeRegistry(catalog: PluginCatalog, logger: Logger) -> (PolicyRegistry, PluginFaults) {
         let registry = BuiltinPolicies.makeRegistry()
         let faults = PluginFaults(logger: logger)
-        catalog.register(in: registry, faults: faults) { RoundRobinPolicy() }
+        catalog.register(in: registry, faults: faults, logger: logger) { RoundRobinPolicy() }
         return (registry, faults)
     }
 }

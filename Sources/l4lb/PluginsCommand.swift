@@ -18,8 +18,12 @@ struct PluginsCommand: ParsableCommand {
     func run() {
         let catalog = self.plugins.makeCatalog()
         if catalog.plugins.isEmpty { print("no policy plugins found") }
+        // A running l4lb shows every version it has loaded in /status (`plugins`); this is what a
+        // start would load now.
         for plugin in catalog.plugins {
-            print("\(plugin.name)\tABI \(plugin.abiMajor).\(plugin.abiMinor)\t\(plugin.path)")
+            print(
+                "\(plugin.name)\tABI \(plugin.abiMajor).\(plugin.abiMinor)\tsha256 \(plugin.sha256.prefix(16))\tloaded \(Timestamp.iso8601(plugin.loadedAt))\t\(plugin.path)"
+            )
         }
         for refusal in catalog.refused {
             print("refused\t\(refusal.path): \(refusal.reason)")

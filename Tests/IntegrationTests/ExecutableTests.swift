@@ -133,6 +133,9 @@ struct ExecutableTests {
         let abi = "ABI \(PluginLibrary.abiMajor).\(PluginLibrary.abiMinor)"
         #expect(list.text.contains("geo\t\(abi)\t"))
         #expect(list.text.contains("source-hash\t\(abi)\t"))
+        // Each plugin's version, named by its content as sha256sum names it.
+        let geo = SHA256.hex(try Data(contentsOf: URL(fileURLWithPath: PluginFixtures.library("l4lb-policy-geo"))))
+        #expect(list.text.contains("geo\t\(abi)\tsha256 \(geo.prefix(16))\tloaded "), "\(list.text)")
 
         let database = PluginFixtures.database("GeoIP2-City-Test.mmdb")
         let good = try L4LBProcess(arguments: [

@@ -1,3 +1,4 @@
+import Foundation
 import LBKit
 import NIOCore
 import Testing
@@ -54,6 +55,43 @@ struct ValueTypeTests {
             try router.setPool([BackendSpec(address: HostAndPort(host: "no-such-host.invalid", port: 1))])
         }
         #expect(router.pool.count == 1)
+    }
+
+    @Test("SHA-256 matches the FIPS 180-4 examples and sha256sum")
+    func sha256() throws {
+        #expect(SHA256.hex([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        )
+        // A million 'a': many blocks.
+        #expect(
+            SHA256.hex([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+                == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        )
+        // 55 and 56 bytes: the padding's two cases.
+        let sums = try runSha256sum([UInt8](repeating: 0x61, count: 55), [UInt8](repeating: 0x61, count: 56))
+        #expect(SHA256.hex([UInt8](repeating: 0x61, count: 55)) == sums[0])
+        #expect(SHA256.hex([UInt8](repeating: 0x61, count: 56)) == sums[1])
+    }
+
+    /// sha256sum's digests of each of `inputs`.
+    private func runSha256sum(_ inputs: [UInt8]...) throws -> [String] {
+        try inputs.map { input in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+            let stdin = Pipe()
+            let stdout = Pipe()
+            process.standardInput = stdin
+            process.standardOutput = stdout
+            try process.run()
+            stdin.fileHandleForWriting.write(Data(input))
+            try stdin.fileHandleForWriting.close()
+            let output = stdout.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: output.prefix(64), as: UTF8.self)
+        }
     }
 }
 

@@ -37,4 +37,8 @@ int l4lb_unacknowledged_bytes(int fd);
 // child closes every descriptor from `from` up, so that it inherits only what it was given.
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
+// memfd_create(2) with MFD_CLOEXEC, which glibc declares only with _GNU_SOURCE: an anonymous file,
+// for a private copy of a plugin (each version its own inode, so dlopen never hands back the old one).
+int l4lb_memfd(const char *name);
+
 #endif

@@ -14,6 +14,8 @@ public struct PluginCatalog: Sendable {
     public private(set) var plugins: [PluginLibrary] = []
     /// Files that looked like plugins and were refused, with the reason.
     public private(set) var refused: [Refusal] = []
+    /// Each loaded plugin's versions (a new build at its path is loaded beside the old one).
+    public private(set) var versions: [PluginVersions] = []
 
     /// In the default directory (next to the executable) only files named like l4lb's own plugins
     /// are considered, so that other libraries there are not opened; in a `--plugin-dir` every
@@ -58,23 +60,32 @@ public struct PluginCatalog: Sendable {
                     continue
                 }
                 self.plugins.append(plugin)
+                self.versions.append(PluginVersions(plugin))
             } catch {
                 self.refused.append(Refusal(path: path, reason: error.message))
             }
         }
     }
 
-    /// Registers every loaded plugin in `registry`. `fallback` makes the policy that serves a client
-    /// when a plugin's pick answers nonsense.
+    /// Registers every loaded plugin in `registry`: each instance is made from the newest good
+    /// version of its file (`PluginVersions`). `fallback` makes the policy that serves a client when a
+    /// plugin's pick answers nonsense.
     public func register(
         in registry: PolicyRegistry,
         faults: PluginFaults,
+        logger: Logger,
         fallback: @escaping @Sendable () -> any LoadBalancingPolicy
     ) {
-        for plugin in self.plugins {
-            registry.register(plugin.name) { spec throws(L4LBError) in
-                try PluginPolicy(plugin: plugin, spec: spec, fallback: fallback(), faults: faults)
-            }
+        for versions in self.versions {
+            registry.register(
+                versions.name,
+                factory: { spec throws(L4LBError) in
+                    try versions.makeInstance(logger: logger) { plugin throws(L4LBError) in
+                        try PluginPolicy(plugin: plugin, spec: spec, fallback: fallback(), faults: faults)
+                    }
+                },
+                changed: { versions.fileChanged }
+            )
         }
     }
 

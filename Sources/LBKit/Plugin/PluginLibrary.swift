@@ -1,8 +1,41 @@
 import CLBPolicy
+import CLinux
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// What tells one version of a file from the next without reading it: device, inode, size and
+/// modification time (a new build written in place or renamed over the old one changes one of them).
+struct FileIdentity: Hashable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modified: Int64
+    var modifiedNanoseconds: Int64
+
+    init(_ info: stat) {
+        self.device = UInt64(info.st_dev)
+        self.inode = UInt64(info.st_ino)
+        self.size = Int64(info.st_size)
+        self.modified = Int64(info.st_mtim.tv_sec)
+        self.modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
+    }
+
+    init(fd: Int32) {
+        var info = stat()
+        _ = fstat(fd, &info)
+        self.init(info)
+    }
+
+    /// The identity of the file `path` names now (symbolic links followed), or nil.
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        self.init(info)
+    }
+}
 
 /// A policy plugin whose library was opened and whose descriptor passed every check.
 ///
@@ -19,6 +52,12 @@ public struct PluginLibrary: @unchecked Sendable {
     let descriptor: l4lb_policy_descriptor
     /// The services (a log) this plugin was given at entry.
     public let host: PluginHost
+    /// The SHA-256 of the file as loaded, as `sha256sum` prints it: the version's name.
+    public let sha256: String
+    /// When this version was loaded.
+    public let loadedAt: Date
+    /// The file's identity when it was read, to notice cheaply that it changed since.
+    let identity: FileIdentity
 
     /// The ABI version l4lb speaks.
     public static let abiMajor = UInt32(L4LB_POLICY_ABI_MAJOR)
@@ -40,8 +79,19 @@ public struct PluginLibrary: @unchecked Sendable {
         // Checked before dlopen, never after: dlopen runs the library's constructors, so a refused
         // file's code would already have run. The file is opened once and the descriptor checked and
         // loaded, so the file cannot be swapped between the check and the load.
-        let fd = try Self.openChecked(path)
-        // The descriptor stays open for the life of the process, as the library stays loaded: its
+        let checked = try Self.openChecked(path)
+        let identity = FileIdentity(fd: checked)
+        let bytes: [UInt8]
+        do {
+            defer { close(checked) }
+            bytes = try Self.readAll(checked, path: path)
+        }
+        // A private copy of this version: dlopen recognises a library it has loaded by its file (device
+        // and inode) and by its name, so loading a new build written over the old file, or at the same
+        // path, would hand back the old one. A copy in an anonymous file is a new inode every time,
+        // and writing over the original file afterwards cannot corrupt the mapped code either.
+        let fd = try Self.privateCopy(bytes, path: path)
+        // The copy stays open for the life of the process, as the library stays loaded: its
         // /proc/self/fd path is the library's name for the dynamic loader, which would hand back this
         // library for a later dlopen of the same path if the number were reused.
         guard let handle = dlopen("/proc/self/fd/\(fd)", RTLD_NOW | RTLD_LOCAL) else {
@@ -107,8 +157,50 @@ public struct PluginLibrary: @unchecked Sendable {
             abiMajor: descriptor.abi_major,
             abiMinor: descriptor.abi_minor,
             descriptor: descriptor,
-            host: host
+            host: host,
+            sha256: SHA256.hex(bytes),
+            loadedAt: Date(),
+            identity: identity
         )
+    }
+
+    /// Plugin files larger than this are refused unread.
+    static let maximumFileSize = 512 * 1024 * 1024
+
+    private static func readAll(_ fd: Int32, path: String) throws(L4LBError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count == 0 { return bytes }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw L4LBError(.invalidPlugin, "plugin \(path): \(String(cString: strerror(errno)))")
+            }
+            bytes += chunk[0..<count]
+            guard bytes.count <= Self.maximumFileSize else {
+                throw L4LBError(.invalidPlugin, "plugin \(path): larger than \(Self.maximumFileSize >> 20) MiB")
+            }
+        }
+    }
+
+    private static func privateCopy(_ bytes: [UInt8], path: String) throws(L4LBError) -> Int32 {
+        let fd = l4lb_memfd("l4lb-plugin")
+        guard fd >= 0 else {
+            throw L4LBError(.invalidPlugin, "plugin \(path): memfd_create: \(String(cString: strerror(errno)))")
+        }
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                throw L4LBError(.invalidPlugin, "plugin \(path): cannot copy it: \(reason)")
+            }
+            written += count
+        }
+        return fd
     }
 
     /// Opens `path` and refuses it unless the file it resolves to (symbolic links followed) is a

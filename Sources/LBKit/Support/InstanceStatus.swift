@@ -27,6 +27,8 @@ public enum InstanceStatus {
         public var redisLastContact: String?
         /// The shadow policy's counts, when one is installed (`setShadowPolicy`).
         public var shadow: ShadowReport?
+        /// The policy plugins loaded, each with every version loaded so far.
+        public var plugins: [PluginEntry]?
         public var backends: [BackendEntry]
 
         enum CodingKeys: String, CodingKey {
@@ -41,6 +43,7 @@ public enum InstanceStatus {
             case retired
             case redisLastContact = "redis_last_contact"
             case shadow
+            case plugins
             case backends
         }
     }
@@ -73,11 +76,52 @@ public enum InstanceStatus {
         }
     }
 
+    /// A plugin and its versions, oldest first.
+    public struct PluginEntry: Codable, Sendable, Equatable {
+        public var name: String
+        public var path: String
+        public var versions: [PluginVersionEntry]
+    }
+
+    public struct PluginVersionEntry: Codable, Sendable, Equatable {
+        public var sha256: String
+        public var abi: String
+        public var loadedAt: String
+        /// The version new instances are made from.
+        public var current: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case sha256
+            case abi
+            case loadedAt = "loaded_at"
+            case current
+        }
+    }
+
+    public static func pluginEntries(_ plugins: [PluginVersions]) -> [PluginEntry] {
+        plugins.map { versions in
+            let current = versions.current.sha256
+            return PluginEntry(
+                name: versions.name,
+                path: versions.path,
+                versions: versions.loaded.map {
+                    PluginVersionEntry(
+                        sha256: $0.sha256,
+                        abi: "\($0.abiMajor).\($0.abiMinor)",
+                        loadedAt: Timestamp.iso8601($0.loadedAt),
+                        current: $0.sha256 == current
+                    )
+                }
+            )
+        }
+    }
+
     public static func document(
         instance: String,
         startedAt: Date,
         router: Router,
-        controlPlane: (any ControlPlaneStatus)?
+        controlPlane: (any ControlPlaneStatus)?,
+        plugins: [PluginVersions] = []
     ) -> Document {
         let table = router.table
         let pool = table.pool
@@ -93,6 +137,7 @@ public enum InstanceStatus {
             retired: pool.backends.filter(\.isRetired).map(\.address.description),
             redisLastContact: controlPlane?.lastContact.map(Timestamp.iso8601),
             shadow: table.shadow?.shadow.report(pool: pool),
+            plugins: plugins.isEmpty ? nil : Self.pluginEntries(plugins),
             backends: pool.backends.map { backend in
                 BackendEntry(
                     address: backend.address.description,
@@ -114,10 +159,17 @@ public enum InstanceStatus {
         instance: String,
         startedAt: Date,
         router: Router,
-        controlPlane: (any ControlPlaneStatus)?
+        controlPlane: (any ControlPlaneStatus)?,
+        plugins: [PluginVersions] = []
     ) -> String {
         JSONText.encode(
-            Self.document(instance: instance, startedAt: startedAt, router: router, controlPlane: controlPlane)
+            Self.document(
+                instance: instance,
+                startedAt: startedAt,
+                router: router,
+                controlPlane: controlPlane,
+                plugins: plugins
+            )
         )
     }
 }

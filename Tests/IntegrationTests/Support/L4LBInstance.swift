@@ -35,9 +35,10 @@ extension TestResources {
         backends: [BackendSpec] = [],
         redis: RedisServer,
         _ flags: [String] = [],
+        logger: Logger? = nil,
         tune: (inout RunCommand.Settings) -> Void = { _ in }
     ) async throws -> Application {
-        try await self.l4lb(backends: backends, ["--redis", redis.url] + flags) { settings in
+        try await self.l4lb(backends: backends, ["--redis", redis.url] + flags, logger: logger) { settings in
             settings.controlPlane?.commandTimeout = .seconds(2)
             settings.controlPlane?.initialReconnectDelay = .milliseconds(50)
             settings.controlPlane?.maximumReconnectDelay = .milliseconds(400)

@@ -26,14 +26,19 @@ enum PluginFixtures {
 
     /// Builds a plugin the way docs/plugins.md tells authors to: `cc -shared -fPIC` and the header
     /// (from `include`, by default the repository's). Returns the compiler's exit status.
-    static func compilePlugin(_ source: String, to output: String, include: String? = nil) throws -> Int32 {
+    static func compilePlugin(
+        _ source: String,
+        to output: String,
+        include: String? = nil,
+        defines: [String] = []
+    ) throws -> Int32 {
         let compiler = Process()
         compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compiler.arguments = [
-            "cc", "-shared", "-fPIC", "-O2", "-I",
-            include ?? repositoryRoot.appendingPathComponent("Sources/CLBPolicy/include").path,
-            "-o", output, source,
-        ]
+        compiler.arguments =
+            [
+                "cc", "-shared", "-fPIC", "-O2", "-I",
+                include ?? repositoryRoot.appendingPathComponent("Sources/CLBPolicy/include").path,
+            ] + defines.map { "-D\($0)" } + ["-o", output, source]
         try compiler.run()
         compiler.waitUntilExit()
         return compiler.terminationStatus
