@@ -184,6 +184,7 @@ let package = Package(
             dependencies: [
                 "LBKit",
                 "LBOperations",
+                "FuzzSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -204,6 +205,7 @@ let package = Package(
                 "LBOperations",
                 "Policies",
                 "l4lb",
+                "FuzzSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -164,7 +164,7 @@ final class GeoRouter: PolicyPlugin {
         code: UnsafeRawBufferPointer,
         _ configuration: GeoConfiguration
     ) -> Bool {
-        guard !backend.regionIs("") else { return false }
+        guard backend.hasRegion else { return false }
         if backend.regionIs(code) { return true }
         for region in configuration.regions where backend.regionIs(region.name) {
             return region.codes.contains { $0.elementsEqual(code) }

@@ -1,30 +1,40 @@
-internal import CLBPolicy
+// Public: the views below are @inlinable, so that a plugin's pick reads l4lb's C array directly
+// (each field a load, inlined into the plugin's loop) rather than through a call per field.
+public import CLBPolicy
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The pool as a plugin sees it in one call: a view of l4lb's own array, valid only during that call
 /// (copy what you keep: `name`, `region`). Reading it allocates nothing, except `name` and `region`.
-public struct PluginBackends: RandomAccessCollection, @unchecked Sendable {
+@frozen public struct PluginBackends: RandomAccessCollection, @unchecked Sendable {
     // @unchecked: a view of memory l4lb owns for the duration of one call; never stored by the SDK.
-    let entries: UnsafeBufferPointer<l4lb_backend>
+    @usableFromInline let entries: UnsafeBufferPointer<l4lb_backend>
 
     init(_ entries: UnsafeBufferPointer<l4lb_backend>) {
         self.entries = entries
     }
 
-    public var startIndex: Int { 0 }
-    public var endIndex: Int { self.entries.count }
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { self.entries.count }
 
-    public subscript(position: Int) -> PluginBackend {
+    @inlinable public subscript(position: Int) -> PluginBackend {
         PluginBackend(entry: self.entries[position])
     }
 
     /// The backends a pick may answer.
-    public var healthyCount: Int { self.entries.reduce(0) { $0 + ($1.healthy ? 1 : 0) } }
+    @inlinable public var healthyCount: Int { self.entries.reduce(0) { $0 + ($1.healthy ? 1 : 0) } }
 }
 
 /// One backend of the pool.
-public struct PluginBackend: @unchecked Sendable {
+@frozen public struct PluginBackend: @unchecked Sendable {
     // @unchecked: its strings point into memory l4lb owns for the duration of one call.
-    let entry: l4lb_backend
+    @usableFromInline let entry: l4lb_backend
+
+    @inlinable init(entry: l4lb_backend) {
+        self.entry = entry
+    }
 
     /// "host:port" as the operator wrote it.
     public var name: String { Self.string(self.entry.name) }
@@ -33,27 +43,34 @@ public struct PluginBackend: @unchecked Sendable {
     /// The resolved address l4lb connects to.
     public var address: PluginAddress { PluginAddress(self.entry.address) }
     /// 1-256.
-    public var weight: Int { Int(self.entry.weight) }
+    @inlinable public var weight: Int { Int(self.entry.weight) }
     /// Open or connecting connections now (a snapshot).
-    public var activeConnections: Int { Int(clamping: self.entry.active_connections) }
+    @inlinable public var activeConnections: Int { Int(clamping: self.entry.active_connections) }
     /// False when the backend is retired or already failed for this client: do not pick it.
-    public var isHealthy: Bool { self.entry.healthy }
+    @inlinable public var isHealthy: Bool { self.entry.healthy }
 
-    /// Whether the region is `bytes`, compared without building a String (for the hot path).
-    public func regionIs(_ bytes: some Collection<UInt8>) -> Bool {
-        Self.equals(self.entry.region, bytes)
+    /// Whether the region is `bytes`, compared without building a String or allocating (for the
+    /// hot path). Concrete overloads, not one generic: a generic across the module boundary runs
+    /// unspecialized and boxes its argument on every call.
+    @inlinable public func regionIs(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let region = self.entry.region
+        guard region.length == bytes.count else { return false }
+        guard region.length > 0, let data = region.data, let other = bytes.baseAddress else { return true }
+        return memcmp(data, other, region.length) == 0
+    }
+
+    @inlinable public func regionIs(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { self.regionIs($0) }
     }
 
     /// Whether the region is `region`.
-    public func regionIs(_ region: String) -> Bool {
-        Self.equals(self.entry.region, region.utf8)
+    @inlinable public func regionIs(_ region: String) -> Bool {
+        var region = region
+        return region.withUTF8 { self.regionIs(UnsafeRawBufferPointer($0)) }
     }
 
-    private static func equals(_ string: l4lb_string, _ bytes: some Collection<UInt8>) -> Bool {
-        guard string.length == bytes.count else { return false }
-        guard let data = string.data else { return bytes.isEmpty }
-        return UnsafeRawBufferPointer(start: data, count: string.length).elementsEqual(bytes)
-    }
+    /// Whether the backend has a region attribute.
+    @inlinable public var hasRegion: Bool { self.entry.region.length > 0 }
 
     private static func string(_ string: l4lb_string) -> String {
         guard let data = string.data, string.length > 0 else { return "" }

@@ -8,6 +8,7 @@ public final class ControlPlaneStatistics: ControlPlaneStatus {
     private let refused = ManagedAtomic<Int>(0)
     private let connected = ManagedAtomic<Bool>(false)
     private let connects = ManagedAtomic<Int>(0)
+    private let failures = ManagedAtomic<Int>(0)
     /// -1 while unknown.
     private let version = ManagedAtomic<Int>(-1)
     /// Milliseconds since 1970; 0 before the first contact.
@@ -23,6 +24,7 @@ public final class ControlPlaneStatistics: ControlPlaneStatus {
     public var isConnected: Bool { self.connected.load(ordering: .relaxed) }
     /// Successful connects to Redis so far (1 after the first, 2 after a reconnect, ...).
     public var connectCount: Int { self.connects.load(ordering: .relaxed) }
+    public var connectionFailures: Int { self.failures.load(ordering: .relaxed) }
 
     public var poolVersion: Int? {
         let version = self.version.load(ordering: .relaxed)
@@ -45,5 +47,8 @@ public final class ControlPlaneStatistics: ControlPlaneStatus {
         self.connects.wrappingIncrement(ordering: .relaxed)
         self.connected.store(true, ordering: .relaxed)
     }
-    func recordDisconnected() { self.connected.store(false, ordering: .relaxed) }
+    func recordDisconnected() {
+        self.failures.wrappingIncrement(ordering: .relaxed)
+        self.connected.store(false, ordering: .relaxed)
+    }
 }

@@ -212,6 +212,12 @@ public final class MetricsExporter: Sendable {
                 controlPlane.isConnected ? 1 : 0
             )
             counter(
+                "l4lb_redis_connection_failures_total",
+                "Redis connections lost and connect attempts that failed.",
+                [],
+                controlPlane.connectionFailures
+            )
+            counter(
                 "l4lb_control_messages_refused_total",
                 "Control messages and key values refused as bad input.",
                 [],

@@ -33,9 +33,20 @@ enum ConfigurationFile {
         guard let text = String(data: data, encoding: .utf8) else {
             throw L4LBError(.invalidValue, "--config \(path): not UTF-8 text")
         }
+        return try Self.parse(text, path: path)
+    }
+
+    /// The lines of a config file's `text`; `path` names it in errors.
+    static func parse(_ text: String, path: String) throws(L4LBError) -> [Line] {
         var lines: [Line] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
+        // Split on the byte, not the Character: in a file written with CRLF endings "\r\n" is one
+        // Character, and a Character split would see the whole file as one line.
+        for (number, raw) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            .enumerated()
+        {
+            let line = String(decoding: raw, as: UTF8.self).trimmingCharacters(
+                in: .whitespaces.union(.init(charactersIn: "\r"))
+            )
             if line.isEmpty || line.hasPrefix("#") { continue }
             let separator = line.firstIndex { $0 == " " || $0 == "\t" || $0 == "=" }
             var name = String(line[..<(separator ?? line.endIndex)])

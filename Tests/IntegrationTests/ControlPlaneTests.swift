@@ -310,4 +310,41 @@ struct ControlPlaneTests {
             )
         }
     }
+
+    @Test(
+        "Redis SIGSTOPped: clients are served on the last pool, no reconnect is logged while it is frozen, changes apply once it resumes"
+    )
+    func frozenRedis() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let backends = try await r.greeters(["a", "b"])
+            let log = CapturedLog()
+            let proxy = try await r.l4lb(backends: [backends[0].spec], redis: redis, logger: log.logger())
+            let statistics = try #require(proxy.controlPlane?.statistics)
+            #expect(statistics.isConnected)
+
+            redis.send(SIGSTOP)
+            // The status refresh (every 200 ms here) times out after the command timeout (2 s): the
+            // control plane notices the frozen server and keeps retrying, while clients are served.
+            #expect(await eventually(timeoutSeconds: 15) { !statistics.isConnected })
+            for _ in 0..<20 { #expect(try BlockingClient.greeting(port: proxy.port) == "a") }
+            // The connection lost, then two reconnect attempts timed out against the frozen server
+            // (its kernel still accepts connections; nothing answers on them).
+            let failures = statistics.connectionFailures
+            #expect(await eventually(timeoutSeconds: 15) { statistics.connectionFailures >= failures + 2 })
+            #expect(
+                !log.lines.contains { $0.message.hasPrefix("reconnected to Redis") },
+                "a frozen Redis answered nothing"
+            )
+            #expect(statistics.connectCount == 1)
+
+            redis.send(SIGCONT)
+            // Published once l4lb is subscribed again: pub/sub keeps nothing for absent subscribers.
+            #expect(await eventually(timeoutSeconds: 15) { statistics.isConnected })
+            try redis.client().publish("addServer", backends[1].spec.description)
+            #expect(await eventually(timeoutSeconds: 15) { proxy.poolPorts == [backends[0].port, backends[1].port] })
+            #expect(log.lines.filter { $0.message.hasPrefix("reconnected to Redis") }.count == 1)
+            #expect(statistics.connectCount == 2)
+        }
+    }
 }

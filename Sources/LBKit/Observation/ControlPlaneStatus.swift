@@ -11,6 +11,9 @@ public protocol ControlPlaneStatus: Sendable {
     var refusedMessages: Int { get }
     /// Successful connects so far (1 after the first, 2 after a reconnect, ...).
     var connectCount: Int { get }
+    /// Connections lost and connect attempts that failed, so far: a server that is down or frozen
+    /// makes this climb at the reconnect pace.
+    var connectionFailures: Int { get }
     /// The version of the shared pool this instance runs (the counter written beside it), if known.
     var poolVersion: Int? { get }
     /// When the control plane last heard from its server (a reply to anything), if ever.

@@ -129,6 +129,13 @@ final class RedisServer: @unchecked Sendable {
         try RedisConnection(self.endpoint)
     }
 
+    /// Sends `signal` to the server's process (SIGSTOP freezes it with its sockets open; SIGCONT
+    /// resumes it).
+    func send(_ signal: Int32) {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, signal)
+    }
+
     /// Stops the server by PID and waits for it; the port stays reserved until `start()`.
     func kill() {
         guard let process, process.isRunning else { return }
