@@ -14,6 +14,8 @@ final class GeoRouter: PolicyPlugin {
 
     private let configuration: GeoConfigurationBox
     private let database: Mutex<GeoDatabase>
+    /// The candidates of each code in the pool in force (nil until l4lb tells the first pool).
+    private let index = Mutex<GeoIndex?>(nil)
     private let rotation = Atomic<UInt64>(0)
     /// The last file version refused, so that a broken file is reported once, not on every check.
     private let refusedVersion = Mutex<GeoDatabase.FileVersion?>(nil)
@@ -58,6 +60,11 @@ final class GeoRouter: PolicyPlugin {
         }
     }
 
+    func poolChanged(_ backends: PluginBackends) {
+        let index = GeoIndex(backends: backends, configuration: self.configuration.value)
+        self.index.withLock { $0 = index }
+    }
+
     func pick(client: PluginAddress, backends: PluginBackends) -> Int? {
         let start = self.rotation.wrappingAdd(1, ordering: .relaxed).oldValue
         return self.route(client: client, backends: backends, rotation: start, trace: nil)
@@ -82,6 +89,8 @@ final class GeoRouter: PolicyPlugin {
         let database = self.database.withLock { $0 }
         let configuration = self.configuration.value
         let start = Int(rotation % UInt64(max(backends.count, 1)))
+        // Only an index of this pool's size narrows the scan (a pick may run on the previous pool).
+        let index = self.index.withLock { $0 }.flatMap { $0.count == backends.count ? $0 : nil }
         // The codes point into the database's memory: keep it alive until the matching is done.
         return withExtendedLifetime(database) { () -> Int? in
             let codes = client.withSockaddr { database.lookup($0) }
@@ -98,6 +107,7 @@ final class GeoRouter: PolicyPlugin {
                 guard !code.isEmpty else { return nil }
                 let found = self.leastLoaded(
                     backends,
+                    among: index?.candidates(for: code),
                     start: start,
                     where: { self.serves($0, code: code, configuration) }
                 )
@@ -119,14 +129,15 @@ final class GeoRouter: PolicyPlugin {
                 trace?(Self.chosen(backends[best]))
                 return best
             }
-            for region in configuration.fallback {
-                if let best = self.leastLoaded(backends, start: start, where: { $0.regionIs(region) }) {
+            for (position, region) in configuration.fallback.enumerated() {
+                let candidates = index?.byFallback[position]
+                if let best = self.leastLoaded(backends, among: candidates, start: start, where: { $0.regionIs(region) }) {
                     trace?("fallback region \(String(decoding: region, as: UTF8.self))")
                     trace?(Self.chosen(backends[best]))
                     return best
                 }
             }
-            guard let best = self.leastLoaded(backends, start: start, where: { _ in true }) else {
+            guard let best = self.leastLoaded(backends, among: nil, start: start, where: { _ in true }) else {
                 trace?("no healthy backend of \(backends.count)")
                 return nil
             }
@@ -172,16 +183,23 @@ final class GeoRouter: PolicyPlugin {
         return false
     }
 
+    /// The healthy backend that `matches` with the fewest active connections for its weight, from
+    /// `candidates` (indices into `backends`) or, without them, the whole pool; ties go to the first
+    /// from `start` on, which rotates.
     private func leastLoaded(
         _ backends: PluginBackends,
+        among candidates: [Int]?,
         start: Int,
         where matches: (PluginBackend) -> Bool
     ) -> Int? {
         var best: Int?
         var bestActive = 0
         var bestWeight = 1
-        for step in 0..<backends.count {
-            let index = (start + step) % backends.count
+        let count = candidates?.count ?? backends.count
+        guard count > 0 else { return nil }
+        for step in 0..<count {
+            let index = candidates.map { $0[(start + step) % count] } ?? (start + step) % count
+            guard index < backends.count else { continue }
             let backend = backends[index]
             guard backend.isHealthy, matches(backend) else { continue }
             let weight = max(backend.weight, 1)
