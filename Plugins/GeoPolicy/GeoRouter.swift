@@ -131,7 +131,12 @@ final class GeoRouter: PolicyPlugin {
             }
             for (position, region) in configuration.fallback.enumerated() {
                 let candidates = index?.byFallback[position]
-                if let best = self.leastLoaded(backends, among: candidates, start: start, where: { $0.regionIs(region) }) {
+                if let best = self.leastLoaded(
+                    backends,
+                    among: candidates,
+                    start: start,
+                    where: { $0.regionIs(region) }
+                ) {
                     trace?("fallback region \(String(decoding: region, as: UTF8.self))")
                     trace?(Self.chosen(backends[best]))
                     return best

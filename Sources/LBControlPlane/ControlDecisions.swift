@@ -94,7 +94,7 @@ struct ControlDecisions {
                     try resolve(spec.address)
                 }
             } catch {
-                self.refuse("message on \(received.channelName)", received.payload, error.message, &decision)
+                Self.refuse("message on \(received.channelName)", received.payload, error.message, &decision)
                 continue
             }
             switch message {
@@ -168,7 +168,7 @@ struct ControlDecisions {
             do throws(L4LBError) {
                 decision.policy = (spec, try makePolicy(spec))
             } catch {
-                self.refuse("message on \(channelName)", spec.description, error.message, &decision)
+                Self.refuse("message on \(channelName)", spec.description, error.message, &decision)
                 return
             }
             self.policy = spec
@@ -190,7 +190,7 @@ struct ControlDecisions {
             do throws(L4LBError) {
                 decision.shadow = .some((spec, try makePolicy(spec)))
             } catch {
-                self.refuse("message on \(channelName)", spec.description, error.message, &decision)
+                Self.refuse("message on \(channelName)", spec.description, error.message, &decision)
                 return
             }
             self.shadow = spec
@@ -218,22 +218,18 @@ struct ControlDecisions {
     /// The `policy` key's value, read at (re)connect.
     mutating func policyKey(_ text: String, makePolicy: MakePolicy) -> Decision {
         var decision = Decision()
-        do throws(L4LBError) {
-            let spec = try PolicySpec(parsing: text)
-            guard spec != self.policy else {
-                self.refusedPolicyValue = nil
-                return decision
-            }
-            decision.policy = (spec, try makePolicy(spec))
-            // Cleared only once built: a value that parses but does not build is refused once too.
-            self.refusedPolicyValue = nil
-            self.policy = spec
-            decision.applied = 1
-            decision.notes.append(.info("policy from Redis", metadata: ["policy": "\(spec)"]))
-        } catch {
-            guard text != self.refusedPolicyValue else { return decision }
-            self.refusedPolicyValue = text
-            self.refuse("key \(self.names.policyKey)", text, error.message, &decision)
+        let key = self.names.policyKey
+        if let built = Self.adopt(
+            text,
+            key: key,
+            current: self.policy,
+            refused: &self.refusedPolicyValue,
+            makePolicy,
+            &decision
+        ) {
+            decision.policy = built
+            self.policy = built.spec
+            decision.notes.append(.info("policy from Redis", metadata: ["policy": "\(built.spec)"]))
         }
         return decision
     }
@@ -250,23 +246,49 @@ struct ControlDecisions {
             }
             return decision
         }
-        do throws(L4LBError) {
-            let spec = try PolicySpec(parsing: text)
-            guard spec != self.shadow else {
-                self.refusedShadowValue = nil
-                return decision
-            }
-            decision.shadow = .some((spec, try makePolicy(spec)))
-            self.refusedShadowValue = nil
-            self.shadow = spec
-            decision.applied = 1
-            decision.notes.append(.info("shadow policy from Redis", metadata: ["policy": "\(spec)"]))
-        } catch {
-            guard text != self.refusedShadowValue else { return decision }
-            self.refusedShadowValue = text
-            self.refuse("key \(self.names.shadowPolicyKey)", text, error.message, &decision)
+        let key = self.names.shadowPolicyKey
+        if let built = Self.adopt(
+            text,
+            key: key,
+            current: self.shadow,
+            refused: &self.refusedShadowValue,
+            makePolicy,
+            &decision
+        ) {
+            decision.shadow = .some(built)
+            self.shadow = built.spec
+            decision.notes.append(.info("shadow policy from Redis", metadata: ["policy": "\(built.spec)"]))
         }
         return decision
+    }
+
+    /// A policy key's value: built when it differs from `current`. A value that fails to parse or
+    /// to build is refused once, not on every reconnect (`refused` remembers it until a good one).
+    private static func adopt(
+        _ text: String,
+        key: String,
+        current: PolicySpec?,
+        refused: inout String?,
+        _ makePolicy: MakePolicy,
+        _ decision: inout Decision
+    ) -> (spec: PolicySpec, policy: any LoadBalancingPolicy)? {
+        do throws(L4LBError) {
+            let spec = try PolicySpec(parsing: text)
+            guard spec != current else {
+                refused = nil
+                return nil
+            }
+            let policy = try makePolicy(spec)
+            // Cleared only once built: a value that parses but does not build is refused once too.
+            refused = nil
+            decision.applied = 1
+            return (spec, policy)
+        } catch {
+            guard text != refused else { return nil }
+            refused = text
+            Self.refuse("key \(key)", text, error.message, &decision)
+            return nil
+        }
     }
 
     /// The `serverPool` key's value, read at (re)connect.
@@ -282,12 +304,12 @@ struct ControlDecisions {
         } catch {
             guard text != self.refusedPoolValue else { return decision }
             self.refusedPoolValue = text
-            self.refuse("key \(self.names.serverPoolKey)", text, error.message, &decision)
+            Self.refuse("key \(self.names.serverPoolKey)", text, error.message, &decision)
         }
         return decision
     }
 
-    private func refuse(_ what: String, _ payload: String, _ reason: String, _ decision: inout Decision) {
+    private static func refuse(_ what: String, _ payload: String, _ reason: String, _ decision: inout Decision) {
         decision.refused += 1
         let shown = payload.count > 200 ? String(payload.prefix(200)) + "..." : payload
         decision.notes.append(.warning("refused \(what): \(reason)", metadata: ["payload": shown]))

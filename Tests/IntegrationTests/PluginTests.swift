@@ -133,11 +133,7 @@ struct PluginTests {
     @Test("a pick that answers an out-of-range index falls back to round-robin; the fault is counted")
     func badIndexFallsBack() async throws {
         try await withTestResources { r in
-            let directory = try PluginFixtures.makeDirectory()
-            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
-            let library = PluginFixtures.library("l4lb-fixture-bad-index")
-            try FileManager.default.copyItem(atPath: library, toPath: "\(directory)/bad-index.so")
-            let name = try PluginLibrary.load(path: library).name
+            let (directory, name) = try PluginFixtures.directory(with: "l4lb-fixture-bad-index", r)
             let backends = try await r.greeters(["a", "b"])
             let proxy = try await r.l4lb(backends: backends.map(\.spec), ["--plugin-dir", directory, "--policy", name])
             #expect(proxy.router.policy.name == name)

@@ -98,11 +98,7 @@ struct ShadowPolicyTests {
     @Test("a shadow plugin that faults is counted and dropped: every client is served, the active policy untouched")
     func faultyShadowIsDropped() async throws {
         try await withTestResources { r in
-            let directory = try PluginFixtures.makeDirectory()
-            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
-            let library = PluginFixtures.library("l4lb-fixture-bad-index")
-            try FileManager.default.copyItem(atPath: library, toPath: "\(directory)/bad-index.so")
-            let name = try PluginLibrary.load(path: library).name
+            let (directory, name) = try PluginFixtures.directory(with: "l4lb-fixture-bad-index", r)
             let backends = try await r.greeters(["a", "b"])
             let proxy = try await r.l4lb(
                 backends: backends.map(\.spec),

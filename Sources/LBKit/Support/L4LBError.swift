@@ -53,27 +53,7 @@ public struct L4LBError: Error, Hashable, Sendable, CustomStringConvertible {
     ///   so that every error stays one line whatever input it quotes.
     public init(_ code: Code, _ message: String) {
         self.code = code
-        self.message = Self.oneLine(message)
-    }
-
-    static func oneLine(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: Self.isLineBreaking) else { return text }
-        var result = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case _ where Self.isLineBreaking(scalar): result += "\\u{\(String(scalar.value, radix: 16))}"
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result
-    }
-
-    /// C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
-    private static func isLineBreaking(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+        self.message = ControlCharacters.escaped(message)
     }
 
     public var description: String { self.message }

@@ -49,6 +49,15 @@ enum PluginFixtures {
         PluginOptions.makeRegistry(catalog: PluginOptions.makeCatalog(directories: []), logger: logger).0
     }
 
+    /// A private plugin directory, removed when the test ends, holding a copy of `product`; the
+    /// directory and the policy name the plugin declares.
+    static func directory(with product: String, _ r: TestResources) throws -> (path: String, policy: String) {
+        let directory = try Self.makeDirectory()
+        r.onStop { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: Self.library(product), toPath: "\(directory)/\(product).so")
+        return (directory, try PluginLibrary.load(path: Self.library(product)).name)
+    }
+
     /// A private directory (mode 0755) for plugin files a test puts together.
     static func makeDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("l4lb-plugins-\(UUID().uuidString)")
