@@ -1,3 +1,5 @@
+import Foundation
+
 /// A load-balancing policy written in Swift, loaded by l4lb as a plugin.
 ///
 /// Conform a final class to it and export it from the library with one line:
@@ -74,5 +76,26 @@ public struct PluginExplanation: Sendable, Equatable {
     public init(steps: [String], backend: Int?) {
         self.steps = steps
         self.backend = backend
+    }
+}
+
+extension PluginError {
+    /// The operator's configuration decoded as `type`, or a one-line error naming what is wrong:
+    /// `init(configuration:)`'s usual first line. An empty configuration decodes as `{}`.
+    public static func decode<Configuration: Decodable>(
+        _ type: Configuration.Type,
+        from configuration: String
+    ) throws(PluginError) -> Configuration {
+        let text = configuration.allSatisfy(\.isWhitespace) ? "{}" : configuration
+        do {
+            return try JSONDecoder().decode(type, from: Data(text.utf8))
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw PluginError("the configuration needs \"\(key.stringValue)\"")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw PluginError("\"\(path)\" has the wrong type: \(context.debugDescription)")
+        } catch {
+            throw PluginError("the configuration is not a valid JSON object")
+        }
     }
 }

@@ -90,6 +90,12 @@ struct ExternalPackageTests {
             let answer = try JSONDecoder().decode(ExplainAnswer.self, from: Data(body.utf8))
             #expect(answer.steps == ["region eu", "least loaded: \(specs[1].address)"])
             #expect(answer.backend == specs[1].address.description)
+            // The SDK's configuration decoding: a missing key is one line naming it.
+            #expect {
+                try proxy.policies.makePolicy(PolicySpec(parsing: #"region-first {"zone": "eu"}"#))
+            } throws: { error in
+                "\(error)".contains(#"refused its configuration: the configuration needs "region""#)
+            }
         }
 
         // The documentation's example is this file, word for word.

@@ -100,6 +100,24 @@ struct GeoRoutingTests {
         }
     }
 
+    @Test("a geo explanation does not move the rotation among equally loaded backends; a pick does")
+    func explainingChangesNothing() throws {
+        let router = Router(
+            policy: try PluginFixtures.registry().makePolicy(
+                try Self.geoSpec(database: PluginFixtures.database("GeoIP2-City-Test.mmdb"))
+            )
+        )
+        try router.setPool(
+            (1...3).map { BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 9000 + $0), region: "GB") }
+        )
+        let client = try #require(ClientAddress(text: "81.2.69.160"))
+        let first = ExplainAnswer(router: router, client: client).backend
+        for _ in 0..<5 { #expect(ExplainAnswer(router: router, client: client).backend == first) }
+        let picked = try #require(router.table.selector.pick(for: client, excluding: .none))
+        #expect(router.pool[picked].address.description == first)
+        #expect(ExplainAnswer(router: router, client: client).backend != first, "the pick moved the rotation on")
+    }
+
     @Test("among a region's backends the least loaded wins; a retired one is skipped; no match left means any backend")
     func leastLoadedWithinRegion() async throws {
         try await withTestResources { r in

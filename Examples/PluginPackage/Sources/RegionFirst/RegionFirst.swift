@@ -1,15 +1,13 @@
-import Foundation
 import L4LBPluginSDK
 
 /// region-first {"region": "eu-west"}: the least-loaded healthy backend of one region, else of all.
 final class RegionFirst: PolicyPlugin {
     static let name = "region-first"
+    struct Configuration: Decodable { var region: String }
     let region: String
 
     init(configuration: String) throws(PluginError) {
-        let object = try? JSONSerialization.jsonObject(with: Data(configuration.utf8)) as? [String: String]
-        guard let region = object?["region"] else { throw PluginError("needs {\"region\": \"name\"}") }
-        self.region = region
+        self.region = try PluginError.decode(Configuration.self, from: configuration).region
     }
 
     func pick(client: PluginAddress, backends: PluginBackends) -> Int? {
