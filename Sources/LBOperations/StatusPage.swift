@@ -42,12 +42,14 @@ public enum StatusPage {
           <span>up <b id="uptime">-</b></span>
           <span>policy <b id="policy">-</b></span>
           <span>Redis <b id="redis">-</b></span>
+          <span id="shadow"></span>
           <span id="panic"></span>
           <span id="error"></span>
         </div>
         <div class="wrap"><table>
           <thead><tr><th>backend</th><th>region</th><th class="n">weight</th><th>state</th>
-          <th class="n">open</th><th class="n">connections</th><th class="n">bytes</th><th class="n">failures</th></tr></thead>
+          <th class="n">open</th><th class="n">connections</th><th class="n">bytes</th><th class="n">failures</th>
+          <th class="n" title="share of sampled clients the shadow policy would send here">shadow</th></tr></thead>
           <tbody id="backends"></tbody>
         </table></div>
         <div class="charts">
@@ -69,6 +71,7 @@ public enum StatusPage {
           while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
           return (i ? n.toFixed(1) : n) + " " + units[i];
         }
+        const percent = (part, whole) => whole ? (100 * part / whole).toFixed(1) + "%" : "-";
         function cell(row, value, numeric) {
           const td = row.insertCell(); td.textContent = value; if (numeric) td.className = "n"; return td;
         }
@@ -94,6 +97,9 @@ public enum StatusPage {
             text("instance", status.instance); text("uptime", age(status.uptime_seconds)); text("policy", status.policy);
             text("redis", status.redis_connected === undefined || status.redis_connected === null ? "not used" : status.redis_connected ? "connected" : "disconnected");
             text("panic", status.panic ? "PANIC: every backend is retired" : ""); text("error", "");
+            const shadow = status.shadow, shadowPicks = new Map((shadow ? shadow.backends : []).map(b => [b.address, b.picks]));
+            text("shadow", shadow ? "shadow " + shadow.policy + ": agrees on " + percent(shadow.agreed, shadow.sampled)
+              + " of " + shadow.sampled + (shadow.dropped ? " (dropped after a fault)" : "") : "");
             const body = document.getElementById("backends"); body.replaceChildren();
             for (const b of status.backends) {
               const row = body.insertRow(); row.dataset.backend = b.address; row.dataset.state = b.state;
@@ -103,6 +109,7 @@ public enum StatusPage {
               if (b.reason && b.state !== "healthy") state.textContent = b.state + " (" + b.reason + ")";
               cell(row, b.active_connections, true); cell(row, b.total_connections, true);
               cell(row, bytes((b.bytes_from_clients || 0) + (b.bytes_to_clients || 0)), true); cell(row, b.connect_failures, true);
+              cell(row, shadow ? percent(shadowPicks.get(b.address) || 0, shadow.sampled) : "-", true).className = "n shadow";
             }
             chart("connections", ui.history, "connections"); chart("bytes", ui.history, "bytes");
             const events = document.getElementById("events"); events.replaceChildren();

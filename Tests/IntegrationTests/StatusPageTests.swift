@@ -96,6 +96,26 @@ struct StatusPageTests {
         }
     }
 
+    @Test("with a shadow policy the page shows its agreement and each backend's share of its picks")
+    func shadowInChromium() async throws {
+        try await withTestResources { r in
+            let backends = try await r.greeters(["a", "b", "c"])
+            let proxy = try await r.l4lb(
+                backends: backends.map(\.spec),
+                ["--admin", "127.0.0.1:0", "--shadow-policy", "maglev"]
+            )
+            for _ in 0..<9 { _ = try BlockingClient.greeting(port: proxy.port) }
+            let report = try #require(proxy.router.shadowReport)
+            #expect(report.sampled == 9)
+            let dom = try Self.chromium(["--dump-dom"], url: "http://127.0.0.1:\(try #require(proxy.adminAddress?.port))/")
+            let agreement = String(format: "%.1f%%", 100 * Double(report.agreed) / 9)
+            #expect(dom.contains("shadow maglev: agrees on \(agreement) of 9"), "got: \(dom.prefix(2000))")
+            // Every client of this test came from 127.0.0.1: maglev would send all nine to one backend.
+            let shares = dom.matches(of: #/<td class="n shadow">([^<]*)</td>/#).map { String($0.1) }
+            #expect(shares.sorted() == ["0.0%", "0.0%", "100.0%"], "got: \(shares)")
+        }
+    }
+
     @Test("the page is served by l4lb alone: nothing fetched from elsewhere; the endpoints are read-only")
     func selfContained() async throws {
         try await withTestResources { r in
