@@ -107,7 +107,10 @@ struct StatusPageTests {
             for _ in 0..<9 { _ = try BlockingClient.greeting(port: proxy.port) }
             let report = try #require(proxy.router.shadowReport)
             #expect(report.sampled == 9)
-            let dom = try Self.chromium(["--dump-dom"], url: "http://127.0.0.1:\(try #require(proxy.adminAddress?.port))/")
+            let dom = try Self.chromium(
+                ["--dump-dom"],
+                url: "http://127.0.0.1:\(try #require(proxy.adminAddress?.port))/"
+            )
             let agreement = String(format: "%.1f%%", 100 * Double(report.agreed) / 9)
             #expect(dom.contains("shadow maglev: agrees on \(agreement) of 9"), "got: \(dom.prefix(2000))")
             // Every client of this test came from 127.0.0.1: maglev would send all nine to one backend.
