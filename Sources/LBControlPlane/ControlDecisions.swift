@@ -61,6 +61,10 @@ struct ControlDecisions {
 
     /// This instance's name: an explain request that names another instance is not ours.
     let instance: String?
+    /// Explain requests answered per second at most: each costs the control thread an explanation
+    /// and Redis a list, and a flood of them must not hold up pool changes.
+    static let explainRequestsPerSecond = 50
+    private var explainLimit = RateLimiter(limit: ControlDecisions.explainRequestsPerSecond, window: .seconds(1))
 
     init(names: RedisNames, policy: PolicySpec, shadow: PolicySpec? = nil, instance: String? = nil) {
         self.names = names
@@ -79,7 +83,8 @@ struct ControlDecisions {
         pool current: [BackendSpec],
         makePolicy: MakePolicy,
         codeChanged: CodeChanged = { _ in false },
-        resolve: Resolve
+        resolve: Resolve,
+        now: Int64 = 0
     ) -> Decision {
         var decision = Decision()
         var editor = PoolEditor(current)
@@ -125,9 +130,20 @@ struct ControlDecisions {
                 }
                 decision.commands.append(["DEL", self.names.shadowPolicyKey])
             case .explain(let request):
-                if request.instance == nil || request.instance == self.instance {
-                    decision.explain.append(request)
+                guard request.instance == nil || request.instance == self.instance else { break }
+                guard let heldBack = self.explainLimit.admit(now: now) else {
+                    decision.refused += 1
+                    break
                 }
+                if heldBack > 0 {
+                    decision.notes.append(
+                        .warning(
+                            "dropped \(heldBack) explain requests: at most \(Self.explainRequestsPerSecond) a second are answered",
+                            metadata: [:]
+                        )
+                    )
+                }
+                decision.explain.append(request)
             case .addServer(let spec):
                 keyUpdates += ["add", spec.address.description, PoolDocument.encodeEntry(spec)]
                 poolChanged = Self.note(editor.apply(message), backends: editor.count, &decision) || poolChanged

@@ -300,7 +300,8 @@ final class ControlLoop: @unchecked Sendable {
             pool: self.router.pool.specs,
             makePolicy: self.policies.makePolicy,
             codeChanged: self.policies.codeChanged,
-            resolve: { address throws(L4LBError) in _ = try BackendResolver.resolve(address) }
+            resolve: { address throws(L4LBError) in _ = try BackendResolver.resolve(address) },
+            now: Int64(NIODeadline.now().uptimeNanoseconds)
         )
         try self.carryOut(decision, commands: commands)
     }

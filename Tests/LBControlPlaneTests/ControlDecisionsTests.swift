@@ -236,4 +236,24 @@ struct ControlDecisionsTests {
         #expect(decision.refused == 4)
         #expect(decision.applied == 0 && decision.commands.isEmpty && builder.built.isEmpty)
     }
+
+    @Test("explain requests are answered at most 50 a second; the dropped ones are counted and told once")
+    func explainRateLimit() {
+        var decisions = ControlDecisions(names: self.names, policy: PolicySpec(name: "round-robin"))
+        let builder = Builder()
+        let burst = (0..<60).map { self.message(.explain, #"{"id": "r\#($0)", "client": "192.0.2.7"}"#) }
+        let first = decisions.messages(burst, pool: [], makePolicy: builder.make, resolve: self.noResolve, now: 0)
+        #expect(first.explain.count == 50 && first.refused == 10 && first.notes.isEmpty)
+        let later = decisions.messages(
+            [self.message(.explain, #"{"id": "late", "client": "192.0.2.7"}"#)],
+            pool: [],
+            makePolicy: builder.make,
+            resolve: self.noResolve,
+            now: 1_000_000_000
+        )
+        #expect(later.explain.map(\.id) == ["late"])
+        #expect(
+            later.notes == [.warning("dropped 10 explain requests: at most 50 a second are answered", metadata: [:])]
+        )
+    }
 }
