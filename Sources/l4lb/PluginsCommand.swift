@@ -15,7 +15,19 @@ struct PluginsCommand: ParsableCommand {
 
     @OptionGroup var plugins: PluginOptions
 
-    func run() {
+    @Option(
+        help: ArgumentHelp(
+            "Show what the l4lb whose admin endpoint is at this address has loaded: every version of each plugin.",
+            valueName: "host:port"
+        )
+    )
+    var admin: String?
+
+    func run() throws {
+        if let admin = self.admin {
+            try self.showRunning(admin)
+            return
+        }
         let catalog = self.plugins.makeCatalog()
         if catalog.plugins.isEmpty { print("no policy plugins found") }
         // A running l4lb shows every version it has loaded in /status (`plugins`); this is what a
@@ -27,6 +39,29 @@ struct PluginsCommand: ParsableCommand {
         }
         for refusal in catalog.refused {
             print("refused\t\(refusal.path): \(refusal.reason)")
+        }
+    }
+
+    /// A running l4lb's plugins and their versions, from its `/status`.
+    private func showRunning(_ admin: String) throws {
+        let document: InstanceStatus.Document
+        do {
+            let body = try AdminClient.get(try HostAndPort(parsing: admin), path: "/status")
+            document = try JSONDecoder().decode(InstanceStatus.Document.self, from: Data(body.utf8))
+        } catch let error as L4LBError {
+            throw exitWithOperatorError(error.message)
+        } catch {
+            throw exitWithOperatorError("--admin \(admin): /status is not l4lb's status document")
+        }
+        let plugins = document.plugins ?? []
+        if plugins.isEmpty { print("\(document.instance): no policy plugins loaded") }
+        for plugin in plugins {
+            print("\(plugin.name)\t\(plugin.path)")
+            for version in plugin.versions {
+                print(
+                    "  sha256 \(version.sha256.prefix(16))\tABI \(version.abi)\tloaded \(version.loadedAt)\(version.current ? "\tcurrent" : "")"
+                )
+            }
         }
     }
 }

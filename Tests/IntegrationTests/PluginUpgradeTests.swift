@@ -90,6 +90,15 @@ struct PluginUpgradeTests {
             #expect(try versions().map(\.current) == [false, true])
             #expect(try versions().allSatisfy { $0.abi == "1.0" })
             #expect(log.lines.contains { $0.message.hasPrefix("plugin upgraded") && $0.metadata["sha256"] == second })
+            // `l4lb plugins --admin` shows what the running l4lb has loaded.
+            let listing = try L4LBProcess(arguments: ["plugins", "--admin", "127.0.0.1:\(admin)"])
+            #expect(await listing.waitForExit(timeoutSeconds: 10) == 0)
+            #expect(listing.text.contains("versioned\t\(directory)/versioned.so"), "\(listing.text)")
+            #expect(listing.text.contains("  sha256 \(first.prefix(16))\tABI 1.0\tloaded "), "\(listing.text)")
+            #expect(listing.text.contains("  sha256 \(second.prefix(16))\tABI 1.0\tloaded "), "\(listing.text)")
+            let lines = listing.text.split(separator: "\n")
+            #expect(lines.first { $0.contains(second.prefix(16)) }?.hasSuffix("\tcurrent") == true, "\(listing.text)")
+            #expect(lines.first { $0.contains(first.prefix(16)) }?.hasSuffix("\tcurrent") == false, "\(listing.text)")
 
             // A build for another ABI major, written in place over the loaded file: refused, and l4lb,
             // which runs a private copy, keeps serving with version 2.
