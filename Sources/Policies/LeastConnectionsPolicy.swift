@@ -64,13 +64,19 @@ final class LeastConnectionsSelector: BackendSelector {
     }
 
     /// A scan of the live loads, the heap untouched. On a tie the pick goes to the backend picked
-    /// least recently, which the explanation names as a tie.
+    /// least recently (the heap's own tie-break, read from it), which the explanation names as a tie.
     func explain(for client: ClientAddress, excluding excluded: BackendExclusions) -> PickExplanation {
         let pool = self.pool
         let eligible = pool.backends.indices.filter { pool.isEligible($0, excluding: excluded) }
         guard !eligible.isEmpty else { return PickExplanation(steps: ["no backend eligible"], backend: nil) }
         func load(_ index: Int) -> Double { Double(pool[index].activeConnections) / Double(pool[index].weight) }
-        let ordered = eligible.sorted { load($0) < load($1) }
+        let lastPicks = self.heap.withLockedValue { $0.lastPicks() }
+        // The pick's order: load per weight compared without division, then picked longest ago.
+        let ordered = eligible.sorted {
+            let left = pool[$0].activeConnections * pool[$1].weight
+            let right = pool[$1].activeConnections * pool[$0].weight
+            return left != right ? left < right : lastPicks[$0] < lastPicks[$1]
+        }
         let compared = ordered.prefix(5).map {
             "\(pool[$0].address) \(pool[$0].activeConnections) open / weight \(pool[$0].weight)"
         }

@@ -48,6 +48,14 @@ struct LoadHeap {
 
     var isEmpty: Bool { self.heap.isEmpty && self.parked.isEmpty }
 
+    /// When each backend was last picked (a sequence number; lower is longer ago), by pool index:
+    /// the tie-break, for an explanation that must name the backend a pick would.
+    func lastPicks() -> [UInt64] {
+        var stamps = [UInt64](repeating: 0, count: self.place.count)
+        for entry in self.heap + self.parked { stamps[Int(entry.index)] = entry.lastPick }
+        return stamps
+    }
+
     /// The backend with the least load per weight that `isEligible`, or nil. Backends that
     /// `isRetired` leave the heap until they are not; `currentLoad` reads a backend's counter.
     mutating func pick(

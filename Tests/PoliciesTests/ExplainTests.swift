@@ -42,6 +42,14 @@ struct ExplainTests {
             explained.steps[1].hasPrefix("loads: 127.0.0.1:9002 3 open / weight 2, 127.0.0.1:9003 2 open / weight 1")
         )
         #expect(router.table.selector.pick(for: self.client, excluding: .none) == explained.backend)
+
+        // Ties: the explanation names the backend picked longest ago, as each pick then takes it.
+        let tied = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())
+        for _ in 0..<6 {
+            let named = tied.table.selector.explain(for: self.client, excluding: .none)
+            #expect(named.steps.contains("3 tied: the one picked least recently wins"))
+            #expect(tied.table.selector.pick(for: self.client, excluding: .none) == named.backend)
+        }
     }
 
     @Test("maglev: the slot, the preference order, and the next preference past a retired backend")
