@@ -169,7 +169,7 @@ struct ControlDecisions {
         return decision
     }
 
-    /// - Parameter rebuild: build even the spec in force (its plugin's file holds a new build).
+    /// A `setPolicy` message: the policy to install, and the `policy` key written.
     private mutating func setPolicy(
         _ spec: PolicySpec,
         channelName: String,
@@ -177,24 +177,17 @@ struct ControlDecisions {
         makePolicy: MakePolicy,
         _ decision: inout Decision
     ) {
-        // Compared before anything is built: the spec in force again must cost nothing (building a
-        // plugin instance opens files and may start work; a flood of repeats must not). A new build
-        // of the plugin's file is the exception, noticed by a stat and loaded once.
-        if spec != self.policy || rebuild {
-            do throws(L4LBError) {
-                decision.policy = (spec, try makePolicy(spec))
-            } catch {
-                Self.refuse("message on \(channelName)", spec.description, error.message, &decision)
-                return
-            }
+        let outcome = Self.build(spec, current: self.policy, rebuild: rebuild, channelName, makePolicy, &decision)
+        guard let outcome else { return }  // refused: nothing installed, the key left as it is
+        if let built = outcome {
+            decision.policy = built
             self.policy = spec
-            decision.applied += 1
             decision.notes.append(.info("policy set", metadata: ["policy": "\(spec)"]))
         }
         decision.commands.append(["SET", self.names.policyKey, spec.description])
     }
 
-    /// Like `setPolicy`, for the shadow: compared before it is built, and kept in its own key.
+    /// A `setShadowPolicy` message: the same rule, and its own key.
     private mutating func setShadow(
         _ spec: PolicySpec,
         channelName: String,
@@ -202,18 +195,37 @@ struct ControlDecisions {
         makePolicy: MakePolicy,
         _ decision: inout Decision
     ) {
-        if spec != self.shadow || rebuild {
-            do throws(L4LBError) {
-                decision.shadow = .some((spec, try makePolicy(spec)))
-            } catch {
-                Self.refuse("message on \(channelName)", spec.description, error.message, &decision)
-                return
-            }
+        let outcome = Self.build(spec, current: self.shadow, rebuild: rebuild, channelName, makePolicy, &decision)
+        guard let outcome else { return }  // refused: nothing installed, the key left as it is
+        if let built = outcome {
+            decision.shadow = .some(built)
             self.shadow = spec
-            decision.applied += 1
             decision.notes.append(.info("shadow policy set", metadata: ["policy": "\(spec)"]))
         }
         decision.commands.append(["SET", self.names.shadowPolicyKey, spec.description])
+    }
+
+    /// The policy a message names, built only when its spec differs from `current` or `rebuild`
+    /// (its plugin's file holds a new build): the spec in force again must cost nothing (building a
+    /// plugin instance opens files and may start work; a flood of repeats must not). Nil when it
+    /// was refused; `.some(nil)` when there was nothing to build.
+    private static func build(
+        _ spec: PolicySpec,
+        current: PolicySpec?,
+        rebuild: Bool,
+        _ channelName: String,
+        _ makePolicy: MakePolicy,
+        _ decision: inout Decision
+    ) -> (spec: PolicySpec, policy: any LoadBalancingPolicy)?? {
+        guard spec != current || rebuild else { return .some(nil) }
+        do throws(L4LBError) {
+            let policy = try makePolicy(spec)
+            decision.applied += 1
+            return .some((spec, policy))
+        } catch {
+            Self.refuse("message on \(channelName)", spec.description, error.message, &decision)
+            return nil
+        }
     }
 
     /// Notes one pool change as the change, with the pool's size after it; true if there was one.
