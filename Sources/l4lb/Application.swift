@@ -189,13 +189,7 @@ final class Application: Sendable {
     func statusPageJSON() -> String {
         JSONText.encode(
             StatusPageData(
-                status: InstanceStatus.document(
-                    instance: self.settings.proxy.instanceID,
-                    startedAt: self.startedAt,
-                    router: self.router,
-                    controlPlane: self.controlPlane?.statistics,
-                    plugins: self.catalog.versions
-                ),
+                status: self.statusDocument(),
                 history: self.history.series,
                 events: self.events.all
             )
@@ -204,7 +198,12 @@ final class Application: Sendable {
 
     /// `/status` and the `status:<instance>` key.
     func statusJSON() -> String {
-        InstanceStatus.json(
+        JSONText.encode(self.statusDocument())
+    }
+
+    /// This instance's state: what `/status`, the status key and the status page show.
+    private func statusDocument() -> InstanceStatus.Document {
+        InstanceStatus.document(
             instance: self.settings.proxy.instanceID,
             startedAt: self.startedAt,
             router: self.router,

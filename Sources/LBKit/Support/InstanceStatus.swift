@@ -154,22 +154,4 @@ public enum InstanceStatus {
             }
         )
     }
-
-    public static func json(
-        instance: String,
-        startedAt: Date,
-        router: Router,
-        controlPlane: (any ControlPlaneStatus)?,
-        plugins: [PluginVersions] = []
-    ) -> String {
-        JSONText.encode(
-            Self.document(
-                instance: instance,
-                startedAt: startedAt,
-                router: router,
-                controlPlane: controlPlane,
-                plugins: plugins
-            )
-        )
-    }
 }
