@@ -52,7 +52,12 @@ struct ExecutableTests {
         try await withTestResources { r in
             let backend = try await r.backend(.greet("a"))
             let process = try L4LBProcess(arguments: [
-                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--drain-timeout", "20s",
+                // Far longer than any step here takes, even with the test process stalled by others
+                // (a drain that ran out while the test waited is what a failure here once was); l4lb
+                // exits as soon as the connection closes, so the length costs nothing.
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--drain-timeout", "300s",
+                // The access log on standard output: if the connection ends early, its line says why.
+                "--access-log", "-",
             ])
             r.onStop { process.kill() }
             let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
@@ -65,11 +70,13 @@ struct ExecutableTests {
             #expect(throws: TestFailure.self) { try BlockingClient(port: port) }
             // ...while the open connection still relays both ways.
             try open.send("still here\n")
-            #expect(try open.readLine() == "still here")
-            #expect(process.isRunning)
+            #expect(try open.readLine() == "still here", "l4lb: \(process.ending); it printed: \(process.text)")
+            #expect(process.isRunning, "l4lb: \(process.ending); it printed: \(process.text)")
             open.shutdownWrite()
             #expect(try open.readToEnd().isEmpty)
             #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
+            // The connection's one access-log line: ended by the client, after both lines each way.
+            #expect(process.text.contains("reason=client-closed"), "it printed: \(process.text)")
         }
     }
 

@@ -15,7 +15,7 @@ struct ExternalPackageTests {
 
     /// `swift build --product product` of the fixture package with /usr/include/hiredis empty;
     /// the exit status and what it printed.
-    static func buildWithoutHiredis(_ product: String) throws -> (status: Int32, output: String) {
+    static func buildWithoutHiredis(_ product: String) async throws -> (status: Int32, output: String) {
         let script = """
             set -e
             empty=$(mktemp -d)
@@ -24,25 +24,25 @@ struct ExternalPackageTests {
             # tests, running meanwhile, have timeouts.
             exec nice -n 19 swift build --package-path "$1" --scratch-path "$2" --product "$3"
             """
-        return try runProcess(
+        return try await runProcess(
             "/usr/bin/unshare",
             ["--mount", "--propagation", "private", "sh", "-c", script, "sandbox", Self.package, Self.scratch, product]
         )
     }
 
     @Test("depends on LBKit alone and builds and runs without hiredis; LBControlPlane does not build there")
-    func buildsWithoutHiredis() throws {
+    func buildsWithoutHiredis() async throws {
         #expect(
             FileManager.default.fileExists(atPath: "/usr/include/hiredis/hiredis.h"),
             "the sandbox hides a real directory"
         )
-        let embedder = try Self.buildWithoutHiredis("Embedder")
+        let embedder = try await Self.buildWithoutHiredis("Embedder")
         #expect(embedder.status == 0, "\(embedder.output.suffix(2000))")
-        let ran = try runProcess("\(Self.scratch)/debug/Embedder", [])
+        let ran = try await runProcess("\(Self.scratch)/debug/Embedder", [])
         #expect(ran.status == 0)
         #expect(ran.output == "embedded LBKit: policy first-healthy, 2 backends, picked 0\n")
 
-        let redisUser = try Self.buildWithoutHiredis("RedisUser")
+        let redisUser = try await Self.buildWithoutHiredis("RedisUser")
         #expect(redisUser.status != 0)
         #expect(redisUser.output.contains("'hiredis/hiredis.h' file not found"), "\(redisUser.output.suffix(2000))")
     }
@@ -51,7 +51,7 @@ struct ExternalPackageTests {
     func swiftPluginPackage() async throws {
         let package = PluginFixtures.repositoryRoot.appendingPathComponent("Examples/PluginPackage").path
         let scratch = PluginFixtures.repositoryRoot.appendingPathComponent(".build/example-plugin").path
-        let build = try runProcess(
+        let build = try await runProcess(
             "/usr/bin/nice",
             [
                 "-n", "19", "swift", "build", "--package-path", package, "--scratch-path", scratch,

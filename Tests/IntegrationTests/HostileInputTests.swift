@@ -38,8 +38,11 @@ struct HostileInputTests {
                 try client.publish("setPolicy", last)
             }
             // The key is written after each message is applied: the last one seen means all were.
-            #expect(await eventually(timeoutSeconds: 20) { (try? client.command(["GET", "policy"]).text) == last })
-            let after = try #require(Self.threads(of: process.pid))
+            #expect(
+                await eventually(timeoutSeconds: 20) { (try? client.command(["GET", "policy"]).text) == last },
+                "l4lb: \(process.ending); it printed: \(process.text.suffix(3000))"
+            )
+            let after = try #require(Self.threads(of: process.pid), "l4lb: \(process.ending)")
             #expect(after <= before + 2, "threads went from \(before) to \(after)")
         }
     }

@@ -22,7 +22,7 @@ struct InstallTests {
         ]
         install.standardOutput = FileHandle.nullDevice
         try install.run()
-        install.waitUntilExit()
+        try await offThePool { install.waitUntilExit() }
         try #require(install.terminationStatus == 0)
 
         let root = "\(stage)/opt/l4lb"

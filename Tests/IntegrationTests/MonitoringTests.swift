@@ -18,9 +18,9 @@ struct MonitoringTests {
     }
 
     @Test("promtool check rules accepts the alert rules")
-    func promtoolChecksTheRules() throws {
+    func promtoolChecksTheRules() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.promtool), "scripts/test installs prometheus")
-        let (status, text) = try runProcess(Self.promtool, ["check", "rules", Self.rules])
+        let (status, text) = try await runProcess(Self.promtool, ["check", "rules", Self.rules])
         #expect(status == 0, "\(text)")
         #expect(text.contains("SUCCESS: 6 rules found"), "\(text)")
     }

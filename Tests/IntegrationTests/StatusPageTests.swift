@@ -18,7 +18,11 @@ struct StatusPageTests {
     }
 
     /// chromium --headless with `arguments` on `url`; what it printed to standard output.
-    static func chromium(_ arguments: [String], url: String) throws -> String {
+    static func chromium(_ arguments: [String], url: String) async throws -> String {
+        try await offThePool { try Self.chromiumBlocking(arguments, url: url) }
+    }
+
+    private static func chromiumBlocking(_ arguments: [String], url: String) throws -> String {
         let profile = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: profile) }
         let process = Process()
@@ -64,7 +68,7 @@ struct StatusPageTests {
                 }
             )
 
-            let dom = try Self.chromium(["--dump-dom"], url: url)
+            let dom = try await Self.chromium(["--dump-dom"], url: url)
             let names = backends.map { $0.spec.address.description }
             #expect(Self.rows(dom) == [names[0]: "healthy", names[1]: "healthy"], "got: \(dom.prefix(3000))")
             // One line per backend per chart, and a line that rises: points below the baseline.
@@ -76,7 +80,7 @@ struct StatusPageTests {
             // b dies; the next client to meet it gets it retired; the page says so.
             let reservation = try await backends[1].kill()
             #expect(await eventually { proxy.router.pool.backends[1].isRetired })
-            let after = try Self.chromium(["--dump-dom"], url: url)
+            let after = try await Self.chromium(["--dump-dom"], url: url)
             #expect(Self.rows(after)[names[1]] == "retired", "got: \(Self.rows(after))")
             #expect(Self.rows(after)[names[0]] == "healthy")
             #expect(after.contains("\(names[1]) retired"), "the event list names the retirement")
@@ -84,7 +88,7 @@ struct StatusPageTests {
             try FileManager.default.createDirectory(atPath: Self.outputDirectory, withIntermediateDirectories: true)
             let screenshot = "\(Self.outputDirectory)/status-page.png"
             try? FileManager.default.removeItem(atPath: screenshot)
-            _ = try Self.chromium(
+            _ = try await Self.chromium(
                 ["--hide-scrollbars", "--window-size=1100,720", "--screenshot=\(screenshot)"],
                 url: url
             )
@@ -107,7 +111,7 @@ struct StatusPageTests {
             for _ in 0..<9 { _ = try BlockingClient.greeting(port: proxy.port) }
             let report = try #require(proxy.router.shadowReport)
             #expect(report.sampled == 9)
-            let dom = try Self.chromium(
+            let dom = try await Self.chromium(
                 ["--dump-dom"],
                 url: "http://127.0.0.1:\(try #require(proxy.adminAddress?.port))/"
             )

@@ -79,6 +79,15 @@ final class L4LBProcess: Sendable {
     var isRunning: Bool { self.process.isRunning }
     var text: String { self.output.withLockedValue { $0 } }
 
+    /// How the process ended, for a failing expectation's message: "running", "exit status N" or
+    /// "killed by signal N".
+    var ending: String {
+        if self.process.isRunning { return "running" }
+        let status = self.process.terminationStatus
+        return self.process.terminationReason == .uncaughtSignal
+            ? "killed by signal \(status)" : "exit status \(status)"
+    }
+
     /// Sends `signal` to the process by PID.
     func send(_ signal: Int32) {
         if self.process.isRunning { Glibc.kill(self.pid, signal) }
