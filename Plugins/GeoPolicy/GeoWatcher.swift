@@ -55,23 +55,20 @@ final class GeoWatcher: Sendable {
     private func run() {
         while true {
             let now = Date()
-            var due: [GeoRouter] = []
-            let next = self.state.withLock { state -> Date? in
-                for (key, var entry) in state.watched {
-                    guard let router = entry.router else {
-                        state.watched[key] = nil
-                        continue
-                    }
-                    if entry.due <= now {
-                        due.append(router)
-                        entry.due = now.addingTimeInterval(entry.interval)
-                        state.watched[key] = entry
-                    }
+            // The due entries are copied out and their weak references loaded only after the lock is
+            // let go: loading one makes a strong reference, and if the instance was destroyed
+            // meanwhile, dropping that reference runs its deinit, which calls `remove` and takes the
+            // lock again (a recursive lock is a crash, seen under a setPolicy flood).
+            let (due, next) = self.state.withLock { state -> ([Watched], Date?) in
+                var due: [Watched] = []
+                for (key, var entry) in state.watched where entry.due <= now {
+                    due.append(entry)
+                    entry.due = now.addingTimeInterval(entry.interval)
+                    state.watched[key] = entry
                 }
-                return state.watched.values.map(\.due).min()
+                return (due, state.watched.values.map(\.due).min())
             }
-            for router in due { router.reloadIfChanged() }
-            due = []
+            for entry in due { entry.router?.reloadIfChanged() }
             self.wake.lock()
             if let next {
                 _ = self.wake.wait(until: next)

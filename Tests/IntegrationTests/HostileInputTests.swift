@@ -30,14 +30,20 @@ struct HostileInputTests {
             let client = try redis.client()
             #expect(await eventually { (try? client.command(["GET", "policy"]).text) == geo })
             let before = try #require(Self.threads(of: process.pid))
-            // 200 repeats of the spec in force, and 100 distinct specs (each builds an instance).
+            // 200 repeats of the spec in force, then 400 specs each unlike the one before (each builds
+            // an instance), checked every few milliseconds: the watcher thread is busy while
+            // instances come and go. It crashed one run in ten on a recursive lock before its fix.
             for _ in 0..<200 { try client.publish("setPolicy", geo) }
             var last = geo
-            for seconds in 1...100 {
-                last = #"geo {"database": "\#(database)", "reload_check_seconds": \#(seconds)}"#
+            for count in 1...400 {
+                let interval = Double(count % 10 + 1) / 1000
+                last = #"geo {"database": "\#(database)", "reload_check_seconds": \#(interval)}"#
                 try client.publish("setPolicy", last)
             }
-            // The key is written after each message is applied: the last one seen means all were.
+            last = #"geo {"database": "\#(database)", "reload_check_seconds": 2}"#
+            try client.publish("setPolicy", last)
+            // The key is written after each message is applied: the last one (unlike every other)
+            // seen means all were.
             #expect(
                 await eventually(timeoutSeconds: 20) { (try? client.command(["GET", "policy"]).text) == last },
                 "l4lb: \(process.ending); it printed: \(process.text.suffix(3000))"
