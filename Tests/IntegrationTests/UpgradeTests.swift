@@ -224,7 +224,9 @@ struct UpgradeTests {
             let backend = try await r.backend(.greet("a"))
             let process = try L4LBProcess(
                 arguments: [
-                    "--listen", "127.0.0.1:0", "--pid-file", installation.pidFile, "--upgrade-timeout", "1s",
+                    // Long enough that the third signal below surely comes while the second
+                    // attempt waits, even in a suite that stalls this test for a moment.
+                    "--listen", "127.0.0.1:0", "--pid-file", installation.pidFile, "--upgrade-timeout", "3s",
                     "--backend", backend.spec.description,
                 ],
                 executable: URL(fileURLWithPath: installation.binary)
@@ -259,7 +261,7 @@ struct UpgradeTests {
             )
             #expect(
                 await eventually {
-                    process.text.contains("the new binary was not ready within 1.0 seconds; it was stopped")
+                    process.text.contains("the new binary was not ready within 3.0 seconds; it was stopped")
                 },
                 "got: \(process.text)"
             )
