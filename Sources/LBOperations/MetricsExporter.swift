@@ -115,6 +115,12 @@ public final class MetricsExporter: Sendable {
             [],
             server.acceptPauses
         )
+        counter(
+            "l4lb_accept_handovers_total",
+            "Clients the relay thread that accepted them handed to a less-loaded relay thread.",
+            [],
+            server.acceptHandOvers
+        )
         if let closes = self.sources.closes {
             for reason in ConnectionCloseReason.allCases {
                 counter(

@@ -72,6 +72,12 @@ public final class ProxyServer: Sendable {
     /// Times a relay thread paused accepting because `--max-connections` were open (clients then
     /// wait in the kernel's listen queue).
     public var acceptPauses: Int { self.shared.pauseCount }
+    /// Clients handed by the relay thread that accepted them to a less-loaded one.
+    public var acceptHandOvers: Int { self.shared.handOverCount }
+    /// Clients each relay thread serves now (balanced by `AcceptBalance`).
+    public var connectionsPerThread: [Int] {
+        self.loops.withLockedValue { loops in loops.map { $0.load.load(ordering: .relaxed) } }
+    }
 
     /// The addresses actually bound (with the kernel's ports where port 0 was asked for).
     public var localAddresses: [SocketAddress] { self.bound.withLockedValue { $0 } }
@@ -146,6 +152,7 @@ public final class ProxyServer: Sendable {
         }
         self.shared.listenersShared(by: loops.count)
         self.listenAddresses.withLockedValue { $0 = self.configuration.listen }
+        for loop in loops { loop.siblings = loops.filter { $0 !== loop } }
         for loop in loops { loop.start() }
         self.loops.withLockedValue { $0 = loops }
         self.bound.withLockedValue { $0 = addresses }

@@ -1,3 +1,4 @@
+import Atomics
 import CLinux
 import Foundation
 import Logging
@@ -31,6 +32,8 @@ final class RelayLoop: @unchecked Sendable {
         /// Start watching `add`, stop watching the listeners on `remove` (a reload changed
         /// --listen); then tell `release`, which closes the removed sockets once every loop is done.
         case changeListeners(add: [Listener], remove: [RawSocketAddress], release: ListenerRelease)
+        /// Serve a client another loop accepted (`AcceptBalance`), on a listener for `local`.
+        case adoptClient(fd: Int32, peer: RawSocketAddress, local: Listener)
     }
 
     struct Listener {
@@ -80,6 +83,11 @@ final class RelayLoop: @unchecked Sendable {
     /// Monotonic nanoseconds, read once per loop iteration (vDSO: no system call).
     var now: UInt64 = 0
     private let exited = ConditionLock(value: 0)
+    /// Clients this loop serves, counting those handed to it and not yet adopted: what the loops
+    /// compare to balance (`AcceptBalance`). Changed by this loop, and by a loop handing it a client.
+    let load = ManagedAtomic<Int>(0)
+    /// The other loops of the server; set before `start`, emptied when the thread ends.
+    var siblings: [RelayLoop] = []
 
     init(name: String, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
         self.name = name
@@ -171,6 +179,7 @@ final class RelayLoop: @unchecked Sendable {
         }
         close(self.epoll)
         close(self.wake)
+        self.siblings = []
         self.exited.lock()
         self.exited.unlock(withValue: 1)
     }
@@ -225,6 +234,8 @@ final class RelayLoop: @unchecked Sendable {
             case .changeListeners(let add, let remove, let release):
                 self.changeListeners(add: add, remove: remove)
                 release.loopDone()
+            case .adoptClient(let fd, let peer, let local):
+                self.open(client: fd, peer: peer, listener: self.listenerIndex(for: local))
             }
         }
     }
@@ -270,7 +281,7 @@ extension RelayLoop {
             switch SocketCalls.accept(listenerFD) {
             case .success(let (fd, peer)):
                 self.shared.countAccepted()
-                self.open(client: fd, peer: peer, listener: index)
+                self.place(client: fd, peer: peer, listener: index)
             case .failure(let failure):
                 self.shared.releaseSlot()
                 switch failure {
@@ -345,6 +356,34 @@ extension RelayLoop {
         }
     }
 
+    /// Serves the client here, or hands it to a clearly less-loaded loop (`AcceptBalance`).
+    private func place(client fd: Int32, peer: RawSocketAddress, listener: Int) {
+        var least: RelayLoop?
+        var leastLoad = Int.max
+        for sibling in self.siblings {
+            let load = sibling.load.load(ordering: .relaxed)
+            if load < leastLoad { (least, leastLoad) = (sibling, load) }
+        }
+        if let least, AcceptBalance.handsOver(own: self.load.load(ordering: .relaxed), least: leastLoad) {
+            least.load.wrappingIncrement(ordering: .relaxed)
+            self.shared.countHandOver()
+            least.post(.adoptClient(fd: fd, peer: peer, local: self.listeners[listener]))
+            return
+        }
+        self.load.wrappingIncrement(ordering: .relaxed)
+        self.open(client: fd, peer: peer, listener: listener)
+    }
+
+    /// The index of this loop's listener for `listener`'s address, for a client another loop
+    /// accepted; an entry that is not watched is added if this loop has none (its sockets differ).
+    private func listenerIndex(for listener: Listener) -> Int {
+        if let index = self.listeners.firstIndex(where: { $0.local.sameEndpoint(as: listener.local) }) {
+            return index
+        }
+        self.listeners.append(Listener(fd: -1, local: listener.local, wildcard: listener.wildcard, shared: false))
+        return self.listeners.count - 1
+    }
+
     private func open(client fd: Int32, peer: RawSocketAddress, listener: Int) {
         let slot = self.allocateSlot()
         self.slots[slot].inUse = true
@@ -387,6 +426,7 @@ extension RelayLoop {
         self.slots[slot] = RelaySlot(settings: self.shared.machineSettings)
         self.slots[slot].generation = generation
         self.freeSlots.append(Int32(slot))
+        self.load.wrappingDecrement(ordering: .relaxed)
         self.shared.releaseSlot()
     }
 }

@@ -22,6 +22,7 @@ final class RelayShared: Sendable {
     private let active = ManagedAtomic<Int>(0)
     private let accepted = ManagedAtomic<Int>(0)
     private let pauses = ManagedAtomic<Int>(0)
+    private let handOvers = ManagedAtomic<Int>(0)
     let limit: Int?
     /// Loops whose listeners are paused at the limit, to wake when a slot frees.
     private let pausedLoops = NIOLockedValueBox<[RelayLoop]>([])
@@ -61,6 +62,7 @@ final class RelayShared: Sendable {
     var activeCount: Int { self.active.load(ordering: .relaxed) }
     var acceptedCount: Int { self.accepted.load(ordering: .relaxed) }
     var pauseCount: Int { self.pauses.load(ordering: .relaxed) }
+    var handOverCount: Int { self.handOvers.load(ordering: .relaxed) }
 
     /// Takes a connection slot before an accept; false at `--max-connections`.
     func reserveSlot() -> Bool {
@@ -121,6 +123,11 @@ final class RelayShared: Sendable {
 
     func countAccepted() {
         self.accepted.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// A client accepted by one loop was handed to another (`AcceptBalance`).
+    func countHandOver() {
+        self.handOvers.wrappingIncrement(ordering: .relaxed)
     }
 
     /// `loop` stopped accepting at the limit. Re-checks after registering, so that a slot freed
