@@ -107,8 +107,10 @@ public final class AdminServer: Sendable {
 /// Answers one request per call; GET (and HEAD) only.
 ///
 /// Back-pressure: while the channel is not writable (responses pile up unread, as with a client
-/// that pipelines requests and never reads), it stops reading, so the next request waits in the
-/// kernel instead of its response in l4lb's memory.
+/// that pipelines requests and never reads), it answers nothing and reads nothing, so the next
+/// request waits in the kernel instead of its response in l4lb's memory. Holding reads alone is not
+/// enough: one read brings in a thousand small pipelined requests, which the HTTP pipeline handler
+/// hands over one by one as each response is written, and a thousand /metrics responses made 15 MB.
 final class AdminHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -116,6 +118,8 @@ final class AdminHandler: ChannelDuplexHandler {
 
     private let endpoints: AdminServer.Endpoints
     private var request: HTTPRequestHead?
+    /// A complete request whose answer waits for the channel to be writable again.
+    private var waiting: HTTPRequestHead?
     private var readHeld = false
 
     init(endpoints: AdminServer.Endpoints) {
@@ -131,7 +135,11 @@ final class AdminHandler: ChannelDuplexHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            self.respond(to: head, context: context)
+            if context.channel.isWritable {
+                self.respond(to: head, context: context)
+            } else {
+                self.waiting = head
+            }
         }
     }
 
@@ -213,6 +221,10 @@ final class AdminHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let head = self.waiting {
+            self.waiting = nil
+            self.respond(to: head, context: context)
+        }
         if context.channel.isWritable, self.readHeld {
             self.readHeld = false
             context.read()

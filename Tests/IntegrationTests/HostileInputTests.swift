@@ -246,6 +246,77 @@ struct HostileInputTests {
     }
 
     /// The thread count of a process, from /proc.
+    @Test(
+        "pipelined admin requests never read: l4lb stops reading and its memory stays put; past 64 connections the endpoint refuses; it answers others throughout"
+    )
+    func adminEndpointBoundsAHostileClient() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--admin", "127.0.0.1:0",
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            let admin = try #require(await process.adminPort(), "no admin line in: \(process.text)")
+            #expect(try httpGet(port: admin, path: "/healthz").status == 200)
+            let before = try #require(Self.residentKilobytes(of: process.pid))
+
+            // Up to 8 MiB of pipelined GET /metrics, never reading a response. l4lb used to read
+            // them all and keep every response: RSS went from 45 to 580 MB.
+            let hostile = try BlockingClient(port: admin)
+            let requests = [UInt8](String(repeating: "GET /metrics HTTP/1.1\r\nHost: l4lb\r\n\r\n", count: 1600).utf8)
+            var sent = 0
+            while sent < 8 << 20 {
+                let count = requests.withUnsafeBytes {
+                    Glibc.send(hostile.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+                }
+                if count > 0 {
+                    sent += count
+                    continue
+                }
+                guard errno == EAGAIN || errno == EWOULDBLOCK else { break }
+                // Full: wait for l4lb to read more; two seconds without room means it stopped.
+                var pfd = pollfd(fd: hostile.fd, events: Int16(POLLOUT), revents: 0)
+                if poll(&pfd, 1, 2000) == 0 { break }
+            }
+            #expect(sent < 8 << 20, "l4lb read all \(sent) bytes of requests whose responses nobody read")
+            let after = try #require(Self.residentKilobytes(of: process.pid))
+            // About 3.5 MB here (the queued requests and 256 KB of responses); 15 MB when l4lb
+            // stopped reading but still answered the thousand requests one read had brought in.
+            #expect(after - before < 8 << 10, "RSS went from \(before) to \(after) KB")
+            #expect(try httpGet(port: admin, path: "/healthz").status == 200)
+
+            // 63 more connections fit beside the hostile one; the ones after them are closed at once.
+            var extra: [BlockingClient] = []
+            for _ in 0..<70 { extra.append(try BlockingClient(port: admin)) }
+            func closedByL4LB() -> Int {
+                extra.filter { client in
+                    var pfd = pollfd(fd: client.fd, events: Int16(POLLIN), revents: 0)
+                    guard poll(&pfd, 1, 0) > 0 else { return false }
+                    var byte: UInt8 = 0
+                    return recv(client.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+                }.count
+            }
+            // Eight if l4lb has not yet seen the end of the /healthz connection above.
+            #expect(await eventually { closedByL4LB() >= 7 }, "\(closedByL4LB()) closed")
+            #expect(closedByL4LB() <= 8)
+            #expect(await eventually { process.text.contains("admin endpoint: refusing a connection, 64 are open") })
+            extra.removeAll()
+            // Throughout, the data plane relays and the endpoint answers once a place is free.
+            #expect(try BlockingClient.greeting(port: port) == "a")
+            #expect(await eventually { (try? httpGet(port: admin, path: "/healthz").status) == 200 })
+            withExtendedLifetime(hostile) {}
+        }
+    }
+
+    static func residentKilobytes(of pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.dropFirst("VmRSS:".count).split(whereSeparator: \.isWhitespace).first ?? "")
+        }
+        return nil
+    }
+
     static func threads(of pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix("Threads:") {
