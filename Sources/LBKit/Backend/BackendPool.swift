@@ -37,6 +37,18 @@ extension BackendPool {
     /// excluded, and not retired unless the pool is in panic mode.
     @inlinable
     public func isEligible(_ index: Int, excluding excluded: BackendExclusions) -> Bool {
-        !excluded.contains(index) && (!self.backends[index].isRetired || self.panic.isOn)
+        Self.isEligible(index, excluding: excluded, retired: self.backends[index].isRetired, panic: self.panic.isOn)
+    }
+
+    /// The same rule from values already read (the plugin adapter reads each backend's state
+    /// without reference counting, and the panic switch once per pick).
+    @inlinable
+    public static func isEligible(
+        _ index: Int,
+        excluding excluded: BackendExclusions,
+        retired: Bool,
+        panic: Bool
+    ) -> Bool {
+        !excluded.contains(index) && (!retired || panic)
     }
 }

@@ -310,7 +310,7 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
         _ body: (UnsafeBufferPointer<l4lb_backend>) -> Result
     ) -> Result {
         let count = self.view.pool.count
-        // Read once: the same rule as `BackendPool.isEligible`, which reads it per backend.
+        // Read once per pick, not per backend.
         let panic = self.view.pool.panic.isOn
         return self.view.template.withUnsafeBufferPointer { template in
             self.view.live.withUnsafeBufferPointer { live in
@@ -320,7 +320,12 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
                         let active = live[index].counters._withUnsafeGuaranteedRef { $0.activeConnections }
                         let retired = live[index].health._withUnsafeGuaranteedRef { $0.isRetired }
                         entry.active_connections = UInt64(max(0, active))
-                        entry.healthy = !excluded.contains(index) && (panic || !retired)
+                        entry.healthy = BackendPool.isEligible(
+                            index,
+                            excluding: excluded,
+                            retired: retired,
+                            panic: panic
+                        )
                         (entries.baseAddress! + index).initialize(to: entry)
                     }
                     defer { entries.baseAddress!.deinitialize(count: count) }
