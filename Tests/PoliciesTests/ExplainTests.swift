@@ -43,11 +43,11 @@ struct ExplainTests {
         )
         #expect(router.table.selector.pick(for: self.client, excluding: .none) == explained.backend)
 
-        // Ties: the explanation names the backend picked longest ago, as each pick then takes it.
+        // Ties: the explanation names the backend longest in the queue, as each pick then takes it.
         let tied = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())
         for _ in 0..<6 {
             let named = tied.table.selector.explain(for: self.client, excluding: .none)
-            #expect(named.steps.contains("3 tied: the one picked least recently wins"))
+            #expect(named.steps.contains("3 tied: the one longest in the queue wins"))
             #expect(tied.table.selector.pick(for: self.client, excluding: .none) == named.backend)
         }
     }

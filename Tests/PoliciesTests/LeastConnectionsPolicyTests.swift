@@ -104,6 +104,71 @@ struct LeastConnectionsPolicyTests {
         }
     }
 
+    @Test("equally loaded backends take turns, in pool order first; one whose load changes joins the back")
+    func tiesTakeTurns() throws {
+        let policy = LeastConnectionsPolicy()
+        let router = try makeRouter(weights: [1, 1, 1, 1, 1], policy: policy)
+        let picks = (0..<10).compactMap { _ in router.table.selector.pick(for: anyClient, excluding: .none) }
+        #expect(picks == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+        // Backend 1 gains a connection (the queue finds out when it reaches the head) and leaves the
+        // turns; when the connection closes it is back at load 0, behind the others.
+        router.pool[1].counters.connectionStarted()
+        let busy = (0..<5).compactMap { _ in router.table.selector.pick(for: anyClient, excluding: .none) }
+        #expect(busy == [0, 2, 3, 4, 0])
+        router.pool[1].counters.connectionEnded()
+        policy.connectionClosed(to: router.pool[1])
+        let after = (0..<5).compactMap { _ in router.table.selector.pick(for: anyClient, excluding: .none) }
+        #expect(after == [2, 3, 4, 0, 1])
+    }
+
+    @Test(
+        "random opens, closes, retirements and exclusions over weights 1-256: every pick is the least loaded eligible"
+    )
+    func randomOperations() throws {
+        var generator = SplitMix(seed: 7)
+        let count = 100
+        let weights = (0..<count).map { _ in Int(generator.next() % 256) + 1 }
+        let policy = LeastConnectionsPolicy()
+        let router = try makeRouter(weights: weights, policy: policy)
+        let pool = router.pool
+        var picks = 0
+        for _ in 0..<20_000 {
+            let backend = pool[Int(generator.next() % UInt64(count))]
+            switch generator.next() % 10 {
+            case 0:
+                backend.health.setRetired(!backend.isRetired)
+            case 1, 2:
+                if backend.activeConnections > 0 {
+                    backend.counters.connectionEnded()
+                    policy.connectionClosed(to: backend)
+                }
+            default:
+                var excluded = BackendExclusions()
+                for _ in 0..<Int(generator.next() % 4) { excluded.insert(Int(generator.next() % UInt64(count))) }
+                let eligible = pool.backends.indices.filter { !excluded.contains($0) && !pool[$0].isRetired }
+                let picked = router.table.selector.pick(for: anyClient, excluding: excluded)
+                guard let picked else {
+                    #expect(eligible.isEmpty, "no pick, with \(eligible.count) eligible")
+                    continue
+                }
+                #expect(eligible.contains(picked))
+                // Nothing eligible is less loaded for its weight (compared without division).
+                let lighter = eligible.first {
+                    pool[$0].activeConnections * pool[picked].weight < pool[picked].activeConnections * pool[$0].weight
+                }
+                #expect(
+                    lighter == nil,
+                    "picked \(picked) (\(pool[picked].activeConnections)/\(pool[picked].weight)), but \(lighter.map { "\($0) (\(pool[$0].activeConnections)/\(pool[$0].weight))" } ?? "") is less loaded; \(excluded.count) excluded"
+                )
+                backend.counters.connectionStarted()  // a connection the policy hears of only at close
+                pool[picked].counters.connectionStarted()
+                policy.connectionOpened(to: pool[picked])
+                picks += 1
+            }
+        }
+        #expect(picks > 10_000)
+    }
+
     @Test("retired backends are skipped, and picked again once restored")
     func retiredAndRestored() throws {
         let router = try makeRouter(weights: [1, 1, 1], policy: LeastConnectionsPolicy())

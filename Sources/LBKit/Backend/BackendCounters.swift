@@ -6,7 +6,9 @@ import Atomics
 /// Every counter is a relaxed atomic: relay threads bump them concurrently and nobody needs ordering
 /// between two counters.
 public final class BackendCounters: Sendable {
-    private let active = ManagedAtomic<Int>(0)
+    // @usableFromInline: `activeConnections` is inlined into policies' picks, which read it for
+    // every backend they consider (a call across the module boundary was 3-10% of a pick).
+    @usableFromInline let active = ManagedAtomic<Int>(0)
     private let total = ManagedAtomic<Int>(0)
     private let failures = ManagedAtomic<Int>(0)
     private let fromClients = ManagedAtomic<Int>(0)
@@ -16,7 +18,7 @@ public final class BackendCounters: Sendable {
 
     /// Connections picked for this backend and not yet closed, including ones still connecting:
     /// least-connections must see a burst of new clients before their connects finish.
-    public var activeConnections: Int { self.active.load(ordering: .relaxed) }
+    @inlinable public var activeConnections: Int { self.active.load(ordering: .relaxed) }
     /// Connections ever picked for this backend.
     public var totalConnections: Int { self.total.load(ordering: .relaxed) }
     /// Connects to this backend that failed (refused, timed out, reset).

@@ -4,6 +4,8 @@ import Foundation
 /// a pick always sees one consistent pool and never takes a lock.
 public final class BackendPool: Sendable {
     public let backends: [Backend]
+    /// Each backend's live state, by index, readable without reference counting (the pick's path).
+    public let liveStates: [BackendLiveState]
     /// Increases with every snapshot a `Router` publishes; tells policies' tables which pool they fit.
     public let generation: UInt64
     /// The router's panic switch: on when every backend is retired.
@@ -13,6 +15,7 @@ public final class BackendPool: Sendable {
 
     public init(backends: [Backend], generation: UInt64, panic: PanicSwitch = PanicSwitch(), builtAt: Date = Date()) {
         self.backends = backends
+        self.liveStates = backends.map(BackendLiveState.init)
         self.generation = generation
         self.panic = panic
         self.builtAt = builtAt

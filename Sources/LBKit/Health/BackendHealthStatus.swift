@@ -5,7 +5,8 @@ import NIOConcurrencyHelpers
 /// per pick. Shared by every pool snapshot that contains the backend, like its counters; written only
 /// by the `HealthChecker`.
 public final class BackendHealthStatus: Sendable {
-    private let retired = ManagedAtomic<Bool>(false)
+    /// @usableFromInline: read on every pick, inlined into the policies (see `BackendCounters`).
+    @usableFromInline let retired = ManagedAtomic<Bool>(false)
     private let failing = ManagedAtomic<Bool>(false)
     private let retirements = ManagedAtomic<Int>(0)
     private let recoveries = ManagedAtomic<Int>(0)
@@ -25,7 +26,7 @@ public final class BackendHealthStatus: Sendable {
     public var recoveryCount: Int { self.recoveries.load(ordering: .relaxed) }
 
     /// Retired backends get no new clients (except in panic mode, when every backend is retired).
-    public var isRetired: Bool { self.retired.load(ordering: .relaxed) }
+    @inlinable public var isRetired: Bool { self.retired.load(ordering: .relaxed) }
 
     /// Set while a failure has been seen and not yet cleared by a success, so that the data plane
     /// reports successes to the health checker only when they matter, not on every connection.
@@ -42,11 +43,12 @@ public final class BackendHealthStatus: Sendable {
 /// On when every backend of the pool is retired: then policies may pick retired backends again,
 /// because trying a backend that may have recovered beats refusing every client.
 public final class PanicSwitch: Sendable {
-    private let on = ManagedAtomic<Bool>(false)
+    /// @usableFromInline: read once per pick, inlined into the policies.
+    @usableFromInline let on = ManagedAtomic<Bool>(false)
 
     public init() {}
 
-    public var isOn: Bool { self.on.load(ordering: .relaxed) }
+    @inlinable public var isOn: Bool { self.on.load(ordering: .relaxed) }
 
     func set(_ value: Bool) { self.on.store(value, ordering: .relaxed) }
 }
