@@ -55,9 +55,13 @@ final class GeoDatabase: @unchecked Sendable {
     let path: String
     let version: FileVersion?
     let databaseType: String
+    /// Each data record's codes, decoded once at open: a lookup then walks the search tree and reads
+    /// this table instead of searching the record's maps for three keys (most of a lookup's time).
+    private let codesByRecord: GeoCodesTable
 
     /// Opens `path` and walks its whole search tree and data section once, so that a corrupt file is
-    /// refused here with a clear message rather than found out by a client's lookup.
+    /// refused here with a clear message rather than found out by a client's lookup, and each
+    /// record's codes are decoded once.
     init(path: String) throws(Failure) {
         // Everything that can fail happens before `self` is complete, so that a failure never runs
         // deinit on a half-made database.
@@ -70,7 +74,8 @@ final class GeoDatabase: @unchecked Sendable {
             mmdb.deallocate()
             throw Failure(message: "cannot open MaxMind database \(path): \(String(cString: MMDB_strerror(status)))")
         }
-        if let problem = Self.verify(mmdb) {
+        var table = GeoCodesTable()
+        if let problem = Self.verify(mmdb, recording: &table) {
             MMDB_close(mmdb)
             mmdb.deallocate()
             throw Failure(message: "MaxMind database \(path) is corrupt: \(problem)")
@@ -79,6 +84,7 @@ final class GeoDatabase: @unchecked Sendable {
         self.path = path
         self.version = version
         self.databaseType = mmdb.pointee.metadata.database_type.map { String(cString: $0) } ?? "unknown"
+        self.codesByRecord = table
     }
 
     deinit {
@@ -109,10 +115,15 @@ final class GeoDatabase: @unchecked Sendable {
         var error: Int32 = 0
         var result = MMDB_lookup_sockaddr(self.mmdb, address, &error)
         guard error == MMDB_SUCCESS, result.found_entry else { return .unknown }
-        var country = Self.string(&result.entry, GeoPaths.countryISOCode)
+        return self.codesByRecord[result.entry.offset] ?? Self.codes(of: &result.entry)
+    }
+
+    /// A record's codes, decoded from its maps.
+    fileprivate static func codes(of entry: inout MMDB_entry_s) -> Codes {
+        var country = Self.string(&entry, GeoPaths.countryISOCode)
         let registered = country.isEmpty
-        if registered { country = Self.string(&result.entry, GeoPaths.registeredCountryISOCode) }
-        let continent = Self.string(&result.entry, GeoPaths.continentCode)
+        if registered { country = Self.string(&entry, GeoPaths.registeredCountryISOCode) }
+        let continent = Self.string(&entry, GeoPaths.continentCode)
         return Codes(country: country, continent: continent, registered: registered && !country.isEmpty)
     }
 
@@ -127,9 +138,9 @@ final class GeoDatabase: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: text, count: Int(data.data_size))
     }
 
-    /// Walks every node of the search tree and decodes every data record once; returns the first
-    /// problem found.
-    private static func verify(_ mmdb: UnsafeMutablePointer<MMDB_s>) -> String? {
+    /// Walks every node of the search tree and decodes every data record once, recording its codes;
+    /// returns the first problem found.
+    private static func verify(_ mmdb: UnsafeMutablePointer<MMDB_s>, recording table: inout GeoCodesTable) -> String? {
         let nodeCount = mmdb.pointee.metadata.node_count
         var decoded = Set<UInt32>()
         var node = MMDB_search_node_s()
@@ -151,12 +162,54 @@ final class GeoDatabase: @unchecked Sendable {
                     guard status == MMDB_SUCCESS else {
                         return "data record at offset \(entry.offset): \(String(cString: MMDB_strerror(status)))"
                     }
+                    var record = entry
+                    table.record(entry.offset, Self.codes(of: &record))
                 default:
                     continue
                 }
             }
         }
         return nil
+    }
+}
+
+/// Each data record's codes, by the record's offset, with the distinct codes stored once (a City
+/// database has hundreds of thousands of records but a few thousand distinct codes): 6 bytes or so
+/// per record. Built at open and never changed, so lookups read it from any thread without a lock.
+/// Past `recordLimit` records, or `UInt16` distinct codes, the rest are decoded at each lookup.
+struct GeoCodesTable {
+    static let recordLimit = 1_000_000
+
+    private var idByRecord: [UInt32: UInt16] = [:]
+    private var distinct: [GeoDatabase.Codes] = []
+    private var idByCodes: [CodesKey: UInt16] = [:]
+
+    /// The codes by content, for storing each once.
+    private struct CodesKey: Hashable {
+        let country: [UInt8]
+        let continent: [UInt8]
+        let registered: Bool
+    }
+
+    subscript(offset: UInt32) -> GeoDatabase.Codes? {
+        self.idByRecord[offset].map { self.distinct[Int($0)] }
+    }
+
+    mutating func record(_ offset: UInt32, _ codes: GeoDatabase.Codes) {
+        guard self.idByRecord.count < Self.recordLimit else { return }
+        let key = CodesKey(
+            country: Array(codes.country),
+            continent: Array(codes.continent),
+            registered: codes.registered
+        )
+        if let id = self.idByCodes[key] {
+            self.idByRecord[offset] = id
+        } else if self.distinct.count <= Int(UInt16.max) {
+            let id = UInt16(self.distinct.count)
+            self.distinct.append(codes)
+            self.idByCodes[key] = id
+            self.idByRecord[offset] = id
+        }
     }
 }
 

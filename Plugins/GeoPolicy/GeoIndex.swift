@@ -1,22 +1,32 @@
 import L4LBPluginSDK
 
 /// Which backends serve each country or continent code, and each fallback region's backends, built
-/// when the pool changes (on l4lb's control thread), so that a pick scans its candidates rather than
-/// the whole pool: at 1,000 backends a scan of every backend for each level was most of a pick.
+/// when the pool changes (on l4lb's control thread), so that a pick reads its candidates rather than
+/// scanning the whole pool: at 1,000 backends a scan of every backend for each level was most of a
+/// pick.
 ///
-/// A pick may still run on the previous pool while the index of the next is installed: the pick
-/// re-checks each candidate against the rule, and uses the index only for a pool of its size.
+/// The candidates of every code and fallback region sit in one array, each a range of it, so that a
+/// pick reads them without retaining an array per level.
+///
+/// A pick may still run on the previous pool while the index of the next is installed. A pick from an
+/// l4lb of ABI 1.3 knows its pool (`identity`) and trusts the index only for that pool; from an
+/// older l4lb it uses the index only for a pool of its size, and re-checks each candidate.
 final class GeoIndex: Sendable {
     /// The size of the pool it was built for.
     let count: Int
-    /// Backends whose region is the code, or a configured region that lists it, by `key(code)`.
-    private let byCode: [UInt32: [Int]]
-    /// The backends of each fallback region, in the configuration's order.
-    let byFallback: [[Int]]
+    /// The identity of the pool it was built for (`PluginBackends.identity`), as a number: compared,
+    /// never read through.
+    let identity: UInt?
+    /// Every code's candidates, then every fallback region's, as backend indices.
+    let members: [Int]
+    /// Where the candidates of each code are in `members`, by `key(code)`.
+    private let byCode: [UInt32: Range<Int>]
+    /// Where the backends of each fallback region are in `members`, in the configuration's order.
+    let byFallback: [Range<Int>]
 
     init(backends: PluginBackends, configuration: GeoConfiguration) {
-        var byCode: [UInt32: [Int]] = [:]
-        var byFallback = [[Int]](repeating: [], count: configuration.fallback.count)
+        var servingCode: [UInt32: [Int]] = [:]
+        var inFallback = [[Int]](repeating: [], count: configuration.fallback.count)
         for index in backends.indices {
             let backend = backends[index]
             guard backend.hasRegion else { continue }
@@ -25,20 +35,33 @@ final class GeoIndex: Sendable {
                 codes += region.codes
             }
             for code in Set(codes) {
-                if let key = code.withUnsafeBytes(Self.key) { byCode[key, default: []].append(index) }
+                if let key = code.withUnsafeBytes(Self.key) { servingCode[key, default: []].append(index) }
             }
             for (position, region) in configuration.fallback.enumerated() where backend.regionIs(region) {
-                byFallback[position].append(index)
+                inFallback[position].append(index)
             }
         }
+        var members: [Int] = []
+        func append(_ indices: [Int]) -> Range<Int> {
+            members += indices
+            return (members.count - indices.count)..<members.count
+        }
+        self.byCode = servingCode.mapValues(append)
+        self.byFallback = inFallback.map(append)
+        self.members = members
         self.count = backends.count
-        self.byCode = byCode
-        self.byFallback = byFallback
+        self.identity = backends.identity.map { UInt(bitPattern: $0) }
     }
 
-    /// The backends that serve `code`; empty when none does.
-    func candidates(for code: UnsafeRawBufferPointer) -> [Int] {
-        Self.key(code).flatMap { self.byCode[$0] } ?? []
+    /// Whether this index was built for `backends`, the very pool (so its candidates need no check).
+    func isExactly(for backends: PluginBackends) -> Bool {
+        guard let identity = self.identity, let other = backends.identity else { return false }
+        return identity == UInt(bitPattern: other)
+    }
+
+    /// Where the backends that serve `code` are in `members`; empty when none does.
+    func candidates(for code: UnsafeRawBufferPointer) -> Range<Int> {
+        Self.key(code).flatMap { self.byCode[$0] } ?? 0..<0
     }
 
     /// A code of up to four bytes as one number (ISO country and continent codes have two), so

@@ -8,23 +8,25 @@ import Synchronization
 /// Order of preference for a client: backends whose region is its country (or a configured region
 /// listing that country), then its continent (likewise), then the configured fallback regions in
 /// order, then any healthy backend. Among the backends of the first level that has any, the one
-/// with the fewest active connections relative to its weight; ties rotate.
+/// with the fewest active connections relative to its weight; ties rotate. In a level of more than
+/// `exhaustiveLimit` candidates, the less loaded of two chosen at random instead (the power of two
+/// choices, as Envoy's least_request does): a pick then costs the same at any pool size, and a
+/// burst of new clients spreads over the region instead of piling onto one backend whose count
+/// has not risen yet.
 final class GeoRouter: PolicyPlugin {
     static let name = "geo"
 
     private let configuration: GeoConfigurationBox
-    private let database: Mutex<GeoDatabase>
+    private let source: GeoDatabaseSource
     /// The candidates of each code in the pool in force (nil until l4lb tells the first pool).
     private let index = Mutex<GeoIndex?>(nil)
     private let rotation = Atomic<UInt64>(0)
-    /// The last file version refused, so that a broken file is reported once, not on every check.
-    private let refusedVersion = Mutex<GeoDatabase.FileVersion?>(nil)
 
     init(configuration text: String) throws(PluginError) {
         let configuration: GeoConfiguration
         do {
             configuration = try GeoConfiguration(json: text)
-            self.database = Mutex(try GeoDatabase(path: configuration.database))
+            self.source = try GeoDatabaseSource(path: configuration.database)
         } catch let failure as GeoConfiguration.Failure {
             throw PluginError(failure.message)
         } catch let failure as GeoDatabase.Failure {
@@ -34,30 +36,12 @@ final class GeoRouter: PolicyPlugin {
         }
         self.configuration = GeoConfigurationBox(configuration)
         // The plugin's one watcher thread checks the database file for new versions.
-        GeoWatcher.shared.add(self, interval: configuration.reloadCheckInterval)
+        GeoWatcher.shared.add(self.source, interval: configuration.reloadCheckInterval)
     }
 
     deinit {
         // The checks stop at once (l4lb destroyed the instance after its last pick).
-        GeoWatcher.shared.remove(self)
-    }
-
-    /// Opens the new version of the file, if there is one; a broken new file is refused with a line
-    /// in l4lb's log and the database in use stays.
-    func reloadIfChanged() {
-        let current = self.database.withLock { $0 }
-        let path = self.configuration.value.database
-        guard let version = GeoDatabase.FileVersion(path: path), version != current.version,
-            self.refusedVersion.withLock({ $0 }) != version
-        else { return }
-        do {
-            let fresh = try GeoDatabase(path: path)
-            self.database.withLock { $0 = fresh }
-            PluginLog.info("reloaded \(path) (\(fresh.databaseType))")
-        } catch {
-            self.refusedVersion.withLock { $0 = version }
-            PluginLog.warning("refused the new version of \(path): \(error.message); keeping the one in use")
-        }
+        GeoWatcher.shared.remove(self.source)
     }
 
     func poolChanged(_ backends: PluginBackends) {
@@ -86,11 +70,13 @@ final class GeoRouter: PolicyPlugin {
         rotation: UInt64,
         trace: ((String) -> Void)?
     ) -> Int? {
-        let database = self.database.withLock { $0 }
-        let configuration = self.configuration.value
-        let start = Int(rotation % UInt64(max(backends.count, 1)))
-        // Only an index of this pool's size narrows the scan (a pick may run on the previous pool).
-        let index = self.index.withLock { $0 }.flatMap { $0.count == backends.count ? $0 : nil }
+        let database = self.source.current
+        // The index of this very pool is trusted as it is. Without a pool identity (an l4lb before
+        // ABI 1.3), an index of this pool's size narrows the scan, and each candidate is re-checked
+        // against the configuration (a pick may run on the previous pool).
+        let installed = self.index.withLock { $0 }
+        let exact = installed?.isExactly(for: backends) ?? false
+        let index = exact ? installed : installed.flatMap { $0.count == backends.count ? $0 : nil }
         // The codes point into the database's memory: keep it alive until the matching is done.
         return withExtendedLifetime(database) { () -> Int? in
             let codes = client.withSockaddr { database.lookup($0) }
@@ -103,58 +89,80 @@ final class GeoRouter: PolicyPlugin {
                     trace("continent \(codes.continent.isEmpty ? "unknown" : Self.text(codes.continent))")
                 }
             }
-            func servingRegion(of code: UnsafeRawBufferPointer, level: String) -> Int? {
-                guard !code.isEmpty else { return nil }
-                let found = self.leastLoaded(
-                    backends,
-                    among: index?.candidates(for: code),
-                    start: start,
-                    where: { self.serves($0, code: code, configuration) }
-                )
-                if let trace {
-                    let regions = Self.regionCounts(backends) { self.serves($0, code: code, configuration) }
-                    trace(
-                        regions.isEmpty
-                            ? "no backend serves \(level) \(Self.text(code))"
-                            : regions.map { "region \($0.name): \($0.healthy) healthy of \($0.all)" }.joined(
-                                separator: ", "
-                            )
-                    )
+            return (index?.members ?? []).withUnsafeBufferPointer { members -> Int? in
+                /// The candidates at `range` of the index, or the whole pool (nil) without an index.
+                func among(_ range: Range<Int>) -> UnsafeBufferPointer<Int>? {
+                    index == nil ? nil : UnsafeBufferPointer(rebasing: members[range])
                 }
-                return found
-            }
-            if let best = servingRegion(of: codes.country, level: "country")
-                ?? servingRegion(of: codes.continent, level: "continent")
-            {
-                trace?(Self.chosen(backends[best]))
-                return best
-            }
-            for (position, region) in configuration.fallback.enumerated() {
-                let candidates = index?.byFallback[position]
-                if let best = self.leastLoaded(
-                    backends,
-                    among: candidates,
-                    start: start,
-                    where: { $0.regionIs(region) }
-                ) {
-                    trace?("fallback region \(String(decoding: region, as: UTF8.self))")
-                    trace?(Self.chosen(backends[best]))
+                func servingRegion(of code: UnsafeRawBufferPointer, level: String) -> Int? {
+                    guard !code.isEmpty else { return nil }
+                    let choice = self.leastLoaded(
+                        backends,
+                        among: among(index?.candidates(for: code) ?? 0..<0),
+                        rotation: rotation,
+                        where: { exact || self.serves($0, code: code, self.configuration.value) }
+                    )
+                    if let trace {
+                        let regions = Self.regionCounts(backends) {
+                            self.serves($0, code: code, self.configuration.value)
+                        }
+                        trace(
+                            regions.isEmpty
+                                ? "no backend serves \(level) \(Self.text(code))"
+                                : regions.map { "region \($0.name): \($0.healthy) healthy of \($0.all)" }.joined(
+                                    separator: ", "
+                                )
+                        )
+                        choice.map { trace(Self.chosen(backends, $0)) }
+                    }
+                    return choice?.backend
+                }
+                if let best = servingRegion(of: codes.country, level: "country")
+                    ?? servingRegion(of: codes.continent, level: "continent")
+                {
                     return best
                 }
+                // The configuration is read only off the index's path: copying it retains its arrays.
+                let fallbacks = exact ? index!.byFallback.count : self.configuration.value.fallback.count
+                for position in 0..<fallbacks {
+                    if let choice = self.leastLoaded(
+                        backends,
+                        among: among(index?.byFallback[position] ?? 0..<0),
+                        rotation: rotation,
+                        where: { exact || $0.regionIs(self.configuration.value.fallback[position]) }
+                    ) {
+                        if let trace {
+                            trace("fallback region \(Self.text(self.configuration.value.fallback[position]))")
+                            trace(Self.chosen(backends, choice))
+                        }
+                        return choice.backend
+                    }
+                }
+                guard let choice = self.leastLoaded(backends, among: nil, rotation: rotation, where: { _ in true })
+                else {
+                    trace?("no healthy backend of \(backends.count)")
+                    return nil
+                }
+                if let trace {
+                    trace(
+                        "no region serves this client: any healthy backend, \(backends.healthyCount) of \(backends.count)"
+                    )
+                    trace(Self.chosen(backends, choice))
+                }
+                return choice.backend
             }
-            guard let best = self.leastLoaded(backends, among: nil, start: start, where: { _ in true }) else {
-                trace?("no healthy backend of \(backends.count)")
-                return nil
-            }
-            trace?("no region serves this client: any healthy backend, \(backends.healthyCount) of \(backends.count)")
-            trace?(Self.chosen(backends[best]))
-            return best
         }
     }
 
-    private static func chosen(_ backend: PluginBackend) -> String {
+    private static func chosen(_ backends: PluginBackends, _ choice: Choice) -> String {
+        let backend = backends[choice.backend]
         let region = backend.region.isEmpty ? "" : ", region \(backend.region)"
-        return "least loaded: \(backend.name) (\(backend.activeConnections) open, weight \(backend.weight)\(region))"
+        let how = choice.drawnFrom.map { "less loaded of two drawn at random from \($0)" } ?? "least loaded"
+        return "\(how): \(backend.name) (\(backend.activeConnections) open, weight \(backend.weight)\(region))"
+    }
+
+    private static func text(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes, as: UTF8.self)
     }
 
     /// The regions of the backends that `matches`, with how many of each are healthy, by name.
@@ -188,33 +196,85 @@ final class GeoRouter: PolicyPlugin {
         return false
     }
 
+    /// Above this many candidates, a pick compares two at random rather than all of them.
+    static let exhaustiveLimit = 16
+
+    /// A pick's backend, and how many candidates two were drawn from (nil: every one compared).
+    struct Choice {
+        var backend: Int
+        var drawnFrom: Int?
+    }
+
     /// The healthy backend that `matches` with the fewest active connections for its weight, from
     /// `candidates` (indices into `backends`) or, without them, the whole pool; ties go to the first
-    /// from `start` on, which rotates.
+    /// from a start that rotates. Over more than `exhaustiveLimit` candidates, the less loaded of two
+    /// usable ones drawn at random from the rotation (so an explanation, which reads the rotation,
+    /// draws the same two); when draws keep finding unusable backends, every candidate.
     private func leastLoaded(
         _ backends: PluginBackends,
-        among candidates: [Int]?,
-        start: Int,
+        among candidates: UnsafeBufferPointer<Int>?,
+        rotation: UInt64,
         where matches: (PluginBackend) -> Bool
-    ) -> Int? {
-        var best: Int?
-        var bestActive = 0
-        var bestWeight = 1
+    ) -> Choice? {
         let count = candidates?.count ?? backends.count
         guard count > 0 else { return nil }
-        for step in 0..<count {
-            let index = candidates.map { $0[(start + step) % count] } ?? (start + step) % count
-            guard index < backends.count else { continue }
+        func backendIndex(_ position: Int) -> Int { candidates.map { $0[position] } ?? position }
+        func usable(_ index: Int) -> Bool {
+            index < backends.count && backends[index].isHealthy && matches(backends[index])
+        }
+        func lessLoaded(_ index: Int, than best: Int) -> Bool {
             let backend = backends[index]
-            guard backend.isHealthy, matches(backend) else { continue }
-            let weight = max(backend.weight, 1)
-            if best == nil || backend.activeConnections * bestWeight < bestActive * weight {
-                best = index
-                bestActive = backend.activeConnections
-                bestWeight = weight
+            let other = backends[best]
+            return backend.activeConnections * max(other.weight, 1) < other.activeConnections * max(backend.weight, 1)
+        }
+        if count > Self.exhaustiveLimit {
+            // Two usable backends are compared: an unusable draw is drawn again, not taken as a
+            // reason to send the client to the other one whatever its load.
+            var draws = RandomDraws(seed: rotation)
+            var first: Int?
+            for _ in 0..<Self.drawLimit {
+                let index = backendIndex(draws.next(below: count))
+                guard index != first, usable(index) else { continue }
+                guard let drawn = first else {
+                    first = index
+                    continue
+                }
+                return Choice(backend: lessLoaded(index, than: drawn) ? index : drawn, drawnFrom: count)
             }
         }
-        return best
+        let start = Int(rotation % UInt64(count))
+        var best: Int?
+        for step in 0..<count {
+            let index = backendIndex((start + step) % count)
+            guard usable(index) else { continue }
+            if let current = best, !lessLoaded(index, than: current) { continue }
+            best = index
+        }
+        return best.map { Choice(backend: $0, drawnFrom: nil) }
+    }
+
+    /// Draws made for two usable backends before a pick compares every candidate (most are
+    /// unhealthy or excluded).
+    private static let drawLimit = 8
+}
+
+/// Numbers drawn from a seed (SplitMix64): the same seed gives the same draws, with no shared state
+/// and no system call.
+struct RandomDraws {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        self.state = seed
+    }
+
+    /// A number in 0..<bound (bound > 0).
+    mutating func next(below bound: Int) -> Int {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var mixed = self.state
+        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+        mixed ^= mixed >> 31
+        return Int(mixed % UInt64(bound))
     }
 }
 

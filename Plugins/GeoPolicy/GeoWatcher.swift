@@ -9,7 +9,9 @@ final class GeoWatcher: Sendable {
     static let shared = GeoWatcher()
 
     private struct Watched {
-        weak var router: GeoRouter?
+        /// Strong: the instance's deinit removes it, and a check already under way ends harmlessly
+        /// on a source nobody else uses.
+        var source: GeoDatabaseSource
         var interval: TimeInterval
         var due: Date
     }
@@ -19,11 +21,11 @@ final class GeoWatcher: Sendable {
     /// sleep) or removed.
     private let wake = NSCondition()
 
-    /// Checks `router`'s file every `interval` seconds until `remove`.
-    func add(_ router: GeoRouter, interval: TimeInterval) {
+    /// Checks `source`'s file every `interval` seconds until `remove`.
+    func add(_ source: GeoDatabaseSource, interval: TimeInterval) {
         let start = self.state.withLock { state -> Bool in
-            state.watched[ObjectIdentifier(router)] = Watched(
-                router: router,
+            state.watched[ObjectIdentifier(source)] = Watched(
+                source: source,
                 interval: interval,
                 due: Date().addingTimeInterval(interval)
             )
@@ -38,8 +40,8 @@ final class GeoWatcher: Sendable {
         self.signal()
     }
 
-    func remove(_ router: GeoRouter) {
-        self.state.withLock { _ = $0.watched.removeValue(forKey: ObjectIdentifier(router)) }
+    func remove(_ source: GeoDatabaseSource) {
+        self.state.withLock { _ = $0.watched.removeValue(forKey: ObjectIdentifier(source)) }
         self.signal()
     }
 
@@ -55,10 +57,11 @@ final class GeoWatcher: Sendable {
     private func run() {
         while true {
             let now = Date()
-            // The due entries are copied out and their weak references loaded only after the lock is
-            // let go: loading one makes a strong reference, and if the instance was destroyed
-            // meanwhile, dropping that reference runs its deinit, which calls `remove` and takes the
-            // lock again (a recursive lock is a crash, seen under a setPolicy flood).
+            // The due entries are copied out and checked after the lock is let go: a check opens
+            // files, and an instance destroyed meanwhile removes its source under the lock. The copy
+            // may then hold a source's last reference; a source's deinit takes no lock of the
+            // watcher's (when the watcher held the instances, weakly, dropping the last one ran the
+            // instance's deinit here, which took the lock again: a crash under a setPolicy flood).
             let (due, next) = self.state.withLock { state -> ([Watched], Date?) in
                 var due: [Watched] = []
                 for (key, var entry) in state.watched where entry.due <= now {
@@ -68,7 +71,7 @@ final class GeoWatcher: Sendable {
                 }
                 return (due, state.watched.values.map(\.due).min())
             }
-            for entry in due { entry.router?.reloadIfChanged() }
+            for entry in due { entry.source.reloadIfChanged() }
             self.wake.lock()
             if let next {
                 _ = self.wake.wait(until: next)

@@ -12,7 +12,8 @@ import Glibc
 /// ```
 ///
 /// It fills only what the host's descriptor has room for, so the plugin loads into any l4lb of ABI
-/// 1.x: without the host's log under 1.0 (stderr instead), without explanations under 1.0 and 1.1.
+/// 1.x: without the host's log under 1.0 (stderr instead), without explanations under 1.0 and 1.1,
+/// and with every pick handed a copy of the pool before 1.3.
 public func exportPolicy<Policy: PolicyPlugin>(
     _ policy: Policy.Type,
     _ descriptor: UnsafeMutableRawPointer?,
@@ -42,6 +43,9 @@ public func exportPolicy<Policy: PolicyPlugin>(
     if size >= L4LBDescriptorSizes.abi1_2 {
         fields.pointee.explain = sdkExplain
     }
+    if size >= L4LBDescriptorSizes.abi1_3 {
+        fields.pointee.pick_pool = sdkPickPool
+    }
     return 0
 }
 
@@ -51,6 +55,8 @@ enum L4LBDescriptorSizes {
     static let abi1_1 = abi1_0 + MemoryLayout<UnsafeRawPointer?>.size
     static let abi1_2 =
         MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
+    static let abi1_3 =
+        MemoryLayout<l4lb_policy_descriptor>.offset(of: \.pick_pool)! + MemoryLayout<UnsafeRawPointer?>.size
 }
 
 /// The one policy type this library exports. Set by the entry point on l4lb's control thread before
@@ -105,8 +111,26 @@ private func sdkPick(
     _ count: Int
 ) -> Int64 {
     guard let policy = PolicyBox.from(instance), let client else { return Int64(L4LB_PICK_NONE) }
-    let view = PluginBackends(UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count))
+    // A copy made for this call: no identity to match tables against.
+    let view = PluginBackends(
+        UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count),
+        identified: false
+    )
     return policy.pick(client: PluginAddress(client.pointee), backends: view).map(Int64.init) ?? Int64(L4LB_PICK_NONE)
+}
+
+private func sdkPickPool(
+    _ instance: UnsafeMutableRawPointer?,
+    _ client: UnsafePointer<l4lb_address>?,
+    _ pool: UnsafePointer<l4lb_pool>?
+) -> Int64 {
+    guard let instance, let client, let pool else { return Int64(L4LB_PICK_NONE) }
+    let view = PluginBackends(live: pool)
+    // l4lb holds the instance for the whole call: no retain of it per pick.
+    let picked = Unmanaged<PolicyBox>.fromOpaque(instance)._withUnsafeGuaranteedRef {
+        $0.policy.pick(client: PluginAddress(client.pointee), backends: view)
+    }
+    return picked.map(Int64.init) ?? Int64(L4LB_PICK_NONE)
 }
 
 private func sdkExplain(
@@ -120,7 +144,10 @@ private func sdkExplain(
 ) -> Int64 {
     length?.pointee = 0
     guard let policy = PolicyBox.from(instance), let client else { return Int64(L4LB_PICK_NONE) }
-    let view = PluginBackends(UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count))
+    let view = PluginBackends(
+        UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count),
+        identified: false
+    )
     let explanation = policy.explain(client: PluginAddress(client.pointee), backends: view)
     if let text, capacity > 0 {
         let bytes = Array(explanation.steps.joined(separator: "\n").utf8.prefix(capacity))
@@ -136,7 +163,12 @@ private func sdkPoolChanged(
     _ count: Int
 ) {
     guard let policy = PolicyBox.from(instance) else { return }
-    policy.poolChanged(PluginBackends(UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count)))
+    // The array l4lb keeps for this pool's picks (ABI 1.3): its address is the pool's identity.
+    let view = PluginBackends(
+        UnsafeBufferPointer(start: backends, count: backends == nil ? 0 : count),
+        identified: true
+    )
+    policy.poolChanged(view)
 }
 
 private func sdkConnectionOpened(_ instance: UnsafeMutableRawPointer?, _ backend: UnsafePointer<l4lb_backend>?) {

@@ -118,6 +118,44 @@ struct GeoRoutingTests {
         #expect(ExplainAnswer(router: router, client: client).backend != first, "the pick moved the rotation on")
     }
 
+    @Test(
+        "a region of more than 16 backends: two drawn at random, the less loaded wins; never the most loaded or an excluded one"
+    )
+    func largeRegionDrawsTwo() throws {
+        let router = Router(
+            policy: try PluginFixtures.registry().makePolicy(
+                try Self.geoSpec(database: PluginFixtures.database("GeoIP2-City-Test.mmdb"))
+            )
+        )
+        // 40 backends in GB, then 4 in us-west.
+        try router.setPool(
+            (0..<44).map {
+                BackendSpec(
+                    address: HostAndPort(host: "127.0.0.1", port: 9000 + $0),
+                    region: $0 < 40 ? "GB" : "us-west"
+                )
+            }
+        )
+        let client = try #require(ClientAddress(text: "81.2.69.160"))
+        // The explanation names the two-draw rule and the backend the next pick takes.
+        let explained = ExplainAnswer(router: router, client: client)
+        #expect(explained.steps.last?.hasPrefix("less loaded of two drawn at random from 40: ") == true)
+        let first = try #require(router.table.selector.pick(for: client, excluding: .none))
+        #expect(router.pool[first].address.description == explained.backend)
+
+        for _ in 0..<100 { router.pool[0].counters.connectionStarted() }
+        var excluded = BackendExclusions()
+        for index in 1..<10 { excluded.insert(index) }
+        var picked = Set<Int>()
+        for _ in 0..<400 {
+            let index = try #require(router.table.selector.pick(for: client, excluding: excluded))
+            #expect((10..<40).contains(index), "picked \(index): outside GB, excluded, or the most loaded")
+            picked.insert(index)
+        }
+        // The draws spread over the region's 30 eligible backends.
+        #expect(picked.count >= 25, "only \(picked.count) of 30 backends picked")
+    }
+
     @Test("among a region's backends the least loaded wins; a retired one is skipped; no match left means any backend")
     func leastLoadedWithinRegion() async throws {
         try await withTestResources { r in

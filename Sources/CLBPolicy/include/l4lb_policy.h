@@ -10,7 +10,9 @@
  * constants), l4lb_policy_ (what a plugin implements) or L4LB_ (macros).
  *
  * ABI history: 1.0 the descriptor up to connection_closed; 1.1 adds l4lb_host (a log for plugins),
- * passed in the descriptor's `host` field; 1.2 adds `explain` (why a client would go where it goes).
+ * passed in the descriptor's `host` field; 1.2 adds `explain` (why a client would go where it goes);
+ * 1.3 adds `pick_pool` (a pick that reads the live state of the backends it considers, instead of
+ * being handed a fresh copy of the whole pool).
  *
  * Threads: l4lb calls instance_new, instance_destroy and pool_changed from its control thread, never
  * concurrently with each other for one instance. It calls pick, connection_opened and
@@ -34,7 +36,7 @@ extern "C" {
 /* The ABI this header describes. A plugin built against another major version is refused; a higher
  * minor version only adds fields at the end of the descriptor, which struct_size tells apart. */
 #define L4LB_POLICY_ABI_MAJOR 1
-#define L4LB_POLICY_ABI_MINOR 2
+#define L4LB_POLICY_ABI_MINOR 3
 
 /* The symbol every plugin exports. */
 #define L4LB_POLICY_ENTRY_SYMBOL "l4lb_policy_entry"
@@ -98,6 +100,30 @@ typedef struct l4lb_backend {
     bool healthy;                /* false: retired, or already failed for this client; do not pick */
 } l4lb_backend;
 
+/* The pool during one pick (ABI 1.3), for pick_pool. l4lb owns it; valid only during that call.
+ *
+ * `backends` is the very array pool_changed was given for this pool, at the same address, and its
+ * names, addresses, weights and regions do not change. So a plugin may key what it built in
+ * pool_changed by that pointer: while a pick runs on a pool its array is alive, and l4lb hands every
+ * pool to pool_changed before any pick sees it, so an equal pointer is the same pool. (A pick may
+ * still run on the pool before the last one announced: compare, do not assume.) The array's
+ * active_connections and healthy fields are as of pool_changed; read the live values with the two
+ * functions, for the backends the pick considers, and with no cost for the others. */
+typedef struct l4lb_pool l4lb_pool;
+struct l4lb_pool {
+    /* sizeof(l4lb_pool) as l4lb was built; later minor versions only add fields at the end. */
+    uint32_t struct_size;
+    const l4lb_backend *backends;
+    size_t count;
+    /* Open or connecting connections to backends[index] now; 0 for an index out of range. */
+    uint64_t (*active_connections)(const l4lb_pool *pool, size_t index);
+    /* Whether pick may answer `index` for this client now: in range, not retired and not already
+     * failed for this client (the live value of `healthy`). */
+    bool (*healthy)(const l4lb_pool *pool, size_t index);
+    /* l4lb's own; a plugin does not touch it. */
+    const void *context;
+};
+
 /* The function table a plugin fills. `instance` is the plugin's own pointer, returned by
  * instance_new and passed back to every other function. */
 typedef struct l4lb_policy_descriptor {
@@ -153,6 +179,14 @@ typedef struct l4lb_policy_descriptor {
      * (L4LB_POLICY_HAS_EXPLAIN); l4lb reads it only when the plugin's struct_size does. */
     int64_t (*explain)(void *instance, const l4lb_address *client, const l4lb_backend *backends, size_t count,
                        char *text, size_t capacity, size_t *length);
+
+    /* ABI 1.3. The same answer as pick, for the same client and pool, but l4lb passes the pool as an
+     * l4lb_pool: no copy of every backend per pick, so a pick that considers a few backends of a
+     * large pool costs what those few cost. When set, l4lb calls it instead of pick (which must
+     * still be set, for an l4lb of ABI 1.2 or older). Same threads and rules as pick. Optional
+     * (NULL). A plugin sets it only when the entry point's descriptor_size covers it
+     * (L4LB_POLICY_HAS_PICK_POOL); l4lb reads it only when the plugin's struct_size does. */
+    int64_t (*pick_pool)(void *instance, const l4lb_address *client, const l4lb_pool *pool);
 } l4lb_policy_descriptor;
 
 /* The descriptor's size in ABI 1.0. A plugin accepts a descriptor_size of at least this (not
@@ -171,12 +205,16 @@ typedef struct l4lb_policy_descriptor {
 #define L4LB_POLICY_HAS_EXPLAIN(descriptor_size) \
     ((descriptor_size) >= offsetof(l4lb_policy_descriptor, explain) + sizeof(void *))
 
+/* True when a descriptor of `descriptor_size` bytes holds `pick_pool` (ABI 1.3). */
+#define L4LB_POLICY_HAS_PICK_POOL(descriptor_size) \
+    ((descriptor_size) >= offsetof(l4lb_policy_descriptor, pick_pool) + sizeof(void *))
+
 /* The entry point, exported by every plugin as
  *
  *     int l4lb_policy_entry(l4lb_policy_descriptor *descriptor, size_t descriptor_size);
  *
  * l4lb passes a descriptor that is zeroed but for `host` (ABI 1.1), and its size; the plugin fills
- * the fields it knows (from abi_major to connection_closed, and explain; never `host`) and returns 0,
+ * the fields it knows (from abi_major to connection_closed, explain and pick_pool; never `host`) and returns 0,
  * or returns non-zero to refuse loading. Called once, on the control thread. (Not declared here, so
  * that a plugin written in a language with its own export syntax can include this header too.) */
 typedef int (*l4lb_policy_entry_fn)(l4lb_policy_descriptor *descriptor, size_t descriptor_size);

@@ -69,8 +69,16 @@ public struct PluginLibrary: @unchecked Sendable {
     static let explainDescriptorSize =
         MemoryLayout<l4lb_policy_descriptor>.offset(of: \.explain)! + MemoryLayout<UnsafeRawPointer?>.size
 
+    /// The least descriptor size that holds `pick_pool` (ABI 1.3).
+    static let pickPoolDescriptorSize =
+        MemoryLayout<l4lb_policy_descriptor>.offset(of: \.pick_pool)! + MemoryLayout<UnsafeRawPointer?>.size
+
     /// Whether the plugin explains its picks (ABI 1.2 and an `explain` function).
     public var explains: Bool { self.descriptor.explain != nil }
+
+    /// Whether the plugin picks from the live pool (ABI 1.3 and a `pick_pool` function), without a
+    /// copy of every backend per pick.
+    public var picksFromLivePool: Bool { self.descriptor.pick_pool != nil }
 
     /// Opens `path` and checks it; throws a one-line error naming the file and the reason.
     /// - Parameter host: what the plugin is given for logging; by default a log through the process's
@@ -131,6 +139,9 @@ public struct PluginLibrary: @unchecked Sendable {
         // no `explain`, whatever the bytes there hold.
         if Int(descriptor.struct_size) < Self.explainDescriptorSize {
             descriptor.explain = nil
+        }
+        if Int(descriptor.struct_size) < Self.pickPoolDescriptorSize {
+            descriptor.pick_pool = nil
         }
         guard let namePointer = descriptor.name else {
             throw L4LBError(.invalidPlugin, "plugin \(path): declares no name")

@@ -5,8 +5,9 @@ import Logging
 /// A loaded plugin's instance, adapted to `LoadBalancingPolicy`: the data plane cannot tell it from
 /// a built-in policy.
 ///
-/// A pick copies the pool's prebuilt C view onto the stack (refreshing active connections and
-/// health), calls the plugin, and checks the answer: an index out of range or of a backend marked
+/// A pick hands the plugin the pool's prebuilt C view: live, with functions that read a backend's
+/// state when the plugin asks (ABI 1.3's `pick_pool`), or else copied onto the stack with every
+/// backend's active connections and health refreshed. It then checks the answer: an index out of range or of a backend marked
 /// unhealthy is a fault, counted and logged (rate-limited), and that client is served by the
 /// fallback policy instead.
 public final class PluginPolicy: LoadBalancingPolicy {
@@ -51,7 +52,7 @@ public final class PluginPolicy: LoadBalancingPolicy {
     public func makeSelector(for pool: BackendPool) -> any BackendSelector {
         let view = PluginPoolView(pool: pool)
         if let poolChanged = self.plugin.descriptor.pool_changed {
-            view.template.withUnsafeBufferPointer { poolChanged(self.instance.pointer, $0.baseAddress, $0.count) }
+            poolChanged(self.instance.pointer, view.entries.baseAddress, view.entries.count)
         }
         return PluginSelector(
             plugin: self.plugin,
@@ -117,21 +118,25 @@ public final class PluginFaults: Sendable {
 /// (`host:port`) and region point into one block of bytes that the view owns, so that a pick hands
 /// the plugin C strings without building any. The strings are the plugin adapter's business alone:
 /// `Backend` knows nothing of C.
+///
+/// The entries stay at one address for the view's life: ABI 1.3 promises a plugin that the array a
+/// pick reads is the one `pool_changed` was given, so that it can recognise the pool.
 final class PluginPoolView: @unchecked Sendable {
-    // @unchecked: `template` and `text` are written only in init and freed in deinit; the selector
-    // that reads them keeps the view alive.
+    // @unchecked: `entries`, `live` and `text` are written only in init and freed in deinit; the
+    // selector that reads them keeps the view alive.
     let pool: BackendPool
-    let template: [l4lb_backend]
-    /// Each backend's counters and health, unretained: `pool` holds them for as long as this view.
-    /// A pick's refresh then reads two atomics per backend and no reference count; retaining and
-    /// releasing the backend, its counters and its health status was 70% of a geo pick at 1,000
-    /// backends, and slower still with relay threads sharing the counts.
-    let live: [(counters: Unmanaged<BackendCounters>, health: Unmanaged<BackendHealthStatus>)]
+    /// The backends as `pool_changed` sees them (active connections and health as of then).
+    let entries: UnsafeMutableBufferPointer<l4lb_backend>
+    /// Each backend's live state, at an address a pick's `l4lb_pool` can point to; valid while
+    /// `pool` lives, which this view keeps.
+    let live: UnsafeMutableBufferPointer<BackendLiveState>
     private let text: UnsafeMutableBufferPointer<CChar>
 
     init(pool: BackendPool) {
         self.pool = pool
-        self.live = pool.backends.map { (Unmanaged.passUnretained($0.counters), Unmanaged.passUnretained($0.health)) }
+        let live = UnsafeMutableBufferPointer<BackendLiveState>.allocate(capacity: max(pool.count, 1))
+        for (index, state) in pool.liveStates.enumerated() { (live.baseAddress! + index).initialize(to: state) }
+        self.live = UnsafeMutableBufferPointer(rebasing: live[0..<pool.count])
         let strings = pool.backends.map { (Array($0.address.description.utf8), Array(($0.region ?? "").utf8)) }
         let size = strings.reduce(0) { $0 + $1.0.count + $1.1.count }
         let text = UnsafeMutableBufferPointer<CChar>.allocate(capacity: max(size, 1))
@@ -142,16 +147,21 @@ final class PluginPoolView: @unchecked Sendable {
             offset += bytes.count
             return l4lb_string(data: UnsafePointer(start), length: bytes.count)
         }
-        self.template = zip(pool.backends, strings).map { backend, strings in
+        let entries = UnsafeMutableBufferPointer<l4lb_backend>.allocate(capacity: max(pool.count, 1))
+        for (index, (backend, strings)) in zip(pool.backends, strings).enumerated() {
             var entry = Self.entry(for: backend)
             entry.name = place(strings.0)
             entry.region = place(strings.1)
-            return entry
+            (entries.baseAddress! + index).initialize(to: entry)
         }
+        self.entries = UnsafeMutableBufferPointer(rebasing: entries[0..<pool.count])
         self.text = text
     }
 
     deinit {
+        // Both buffers hold trivial values: nothing to deinitialize.
+        UnsafeMutableRawPointer(self.entries.baseAddress)?.deallocate()
+        UnsafeMutableRawPointer(self.live.baseAddress)?.deallocate()
         self.text.deallocate()
     }
 
@@ -211,6 +221,8 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     private let pick:
         @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_backend>?, Int) ->
             Int64
+    private let pickPool:
+        (@convention(c) (UnsafeMutableRawPointer?, UnsafePointer<l4lb_address>?, UnsafePointer<l4lb_pool>?) -> Int64)?
     private let instance: PluginInstance
     private let view: PluginPoolView
     private let fallback: any BackendSelector
@@ -227,6 +239,7 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
         faults: PluginFaults
     ) {
         self.pick = plugin.descriptor.pick
+        self.pickPool = plugin.descriptor.pick_pool
         self.instance = instance
         self.view = view
         self.fallback = fallback
@@ -249,10 +262,15 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     }
 
     func checkedPick(for client: ClientAddress, excluding excluded: BackendExclusions) -> CheckedPick {
-        guard self.view.pool.count > 0 else { return .none }
+        guard self.view.live.count > 0 else { return .none }
         var address = PluginPoolView.address(client)
-        let answer = self.withEntries(excluding: excluded) { entries in
-            self.pick(self.instance.pointer, &address, entries.baseAddress, entries.count)
+        let answer: Int64
+        if let pickPool = self.pickPool {
+            answer = LivePool.with(self.view, excluding: excluded) { pickPool(self.instance.pointer, &address, $0) }
+        } else {
+            answer = self.withEntries(excluding: excluded) { entries in
+                self.pick(self.instance.pointer, &address, entries.baseAddress, entries.count)
+            }
         }
         if answer == Int64(L4LB_PICK_NONE) { return .none }
         return self.isValid(answer, excluding: excluded) ? .backend(Int(answer)) : .fault(answer)
@@ -298,40 +316,101 @@ final class PluginSelector: BackendSelector, @unchecked Sendable {
     private static let explanationCapacity = 4096
     private static let stepLimit = 512
 
+    /// Whether `answer` names a backend this client may be sent to (read from the view's live
+    /// state: no reference counting on the pick's path).
     private func isValid(_ answer: Int64, excluding excluded: BackendExclusions) -> Bool {
-        answer >= 0 && answer < Int64(self.view.pool.count)
-            && self.view.pool.isEligible(Int(answer), excluding: excluded)
+        guard answer >= 0 && answer < Int64(self.view.live.count) else { return false }
+        return BackendPool.isEligible(
+            Int(answer),
+            excluding: excluded,
+            retired: self.view.live[Int(answer)].isRetired,
+            panic: self.view.pool.panic.isOn
+        )
     }
 
-    /// Calls `body` with the pool as C sees it now: the prebuilt view with each backend's active
-    /// connections and eligibility for this client, on the stack.
+    /// Calls `body` with the pool as C sees it now, for a plugin without `pick_pool` and for
+    /// `explain`: the prebuilt view with each backend's active connections and eligibility for this
+    /// client, copied onto the stack.
     private func withEntries<Result>(
         excluding excluded: BackendExclusions,
         _ body: (UnsafeBufferPointer<l4lb_backend>) -> Result
     ) -> Result {
         let count = self.view.pool.count
+        let template = self.view.entries
+        let live = self.view.live
         // Read once per pick, not per backend.
         let panic = self.view.pool.panic.isOn
-        return self.view.template.withUnsafeBufferPointer { template in
-            self.view.live.withUnsafeBufferPointer { live in
-                withUnsafeTemporaryAllocation(of: l4lb_backend.self, capacity: count) { entries in
-                    for index in 0..<count {
-                        var entry = template[index]
-                        let active = live[index].counters._withUnsafeGuaranteedRef { $0.activeConnections }
-                        let retired = live[index].health._withUnsafeGuaranteedRef { $0.isRetired }
-                        entry.active_connections = UInt64(max(0, active))
-                        entry.healthy = BackendPool.isEligible(
-                            index,
-                            excluding: excluded,
-                            retired: retired,
-                            panic: panic
-                        )
-                        (entries.baseAddress! + index).initialize(to: entry)
-                    }
-                    defer { entries.baseAddress!.deinitialize(count: count) }
-                    return body(UnsafeBufferPointer(entries))
-                }
+        return withUnsafeTemporaryAllocation(of: l4lb_backend.self, capacity: count) { entries in
+            for index in 0..<count {
+                var entry = template[index]
+                entry.active_connections = UInt64(max(0, live[index].activeConnections))
+                entry.healthy = BackendPool.isEligible(
+                    index,
+                    excluding: excluded,
+                    retired: live[index].isRetired,
+                    panic: panic
+                )
+                (entries.baseAddress! + index).initialize(to: entry)
             }
+            defer { entries.baseAddress!.deinitialize(count: count) }
+            return body(UnsafeBufferPointer(entries))
         }
+    }
+}
+
+/// The pool of one pick as ABI 1.3's `l4lb_pool`: the view's entries in place, and two functions
+/// that read one backend's live state when the plugin asks, so that a pick pays for the backends it
+/// considers rather than for the whole pool.
+enum LivePool {
+    /// What the two functions read, through the pool's `context`: this pick's client and the view.
+    private struct Pick {
+        let live: UnsafeMutableBufferPointer<BackendLiveState>
+        let excluded: BackendExclusions
+        let panic: Bool
+    }
+
+    static func with<Result>(
+        _ view: PluginPoolView,
+        excluding excluded: BackendExclusions,
+        _ body: (UnsafePointer<l4lb_pool>) -> Result
+    ) -> Result {
+        // The panic switch is read once per pick, not per backend.
+        var pick = Pick(live: view.live, excluded: excluded, panic: view.pool.panic.isOn)
+        return withUnsafePointer(to: &pick) { context in
+            var pool = l4lb_pool(
+                struct_size: UInt32(MemoryLayout<l4lb_pool>.size),
+                backends: UnsafePointer(view.entries.baseAddress),
+                count: view.entries.count,
+                active_connections: Self.activeConnections,
+                healthy: Self.healthy,
+                context: UnsafeRawPointer(context)
+            )
+            return withUnsafePointer(to: &pool) { body($0) }
+        }
+    }
+
+    /// This pick's state behind `pool`, and `index` if it names one of its backends: a plugin's
+    /// index is not trusted.
+    private static func pick(_ pool: UnsafePointer<l4lb_pool>?, _ index: Int) -> UnsafePointer<Pick>? {
+        guard let context = pool?.pointee.context else { return nil }
+        let pick = context.assumingMemoryBound(to: Pick.self)
+        return index >= 0 && index < pick.pointee.live.count ? pick : nil
+    }
+
+    private static let activeConnections: @convention(c) (UnsafePointer<l4lb_pool>?, Int) -> UInt64 = {
+        pool,
+        index in
+        guard let pick = LivePool.pick(pool, index) else { return 0 }
+        return UInt64(max(0, pick.pointee.live[index].activeConnections))
+    }
+
+    private static let healthy: @convention(c) (UnsafePointer<l4lb_pool>?, Int) -> Bool = { pool, index in
+        guard let pick = LivePool.pick(pool, index) else { return false }
+        return BackendPool.isEligible(
+            index,
+            excluding: pick.pointee.excluded,
+            retired: pick.pointee.live[index].isRetired,
+            panic: pick.pointee.panic
+        )
     }
 }
