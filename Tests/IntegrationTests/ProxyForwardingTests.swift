@@ -114,6 +114,22 @@ struct ProxyForwardingTests {
         }
     }
 
+    @Test("half-close from the backend: its FIN reaches a client that stays open, whose later bytes still arrive")
+    func backendHalfClose() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greetAndHalfClose("b"))
+            let proxy = try await r.l4lb(backends: [backend.spec])
+
+            let client = try BlockingClient(port: proxy.port)
+            // The client has not closed: the EOF it reads is the backend's FIN, passed on by l4lb (a
+            // FIN never passed on would end this read with the client's receive timeout instead).
+            #expect(String(decoding: try client.readToEnd(), as: UTF8.self) == "b\n")
+            try client.send(String(repeating: "y", count: 5_000))
+            client.shutdownWrite()
+            #expect(await eventually { backend.bytesReceived.load(ordering: .relaxed) == 5_000 })
+        }
+    }
+
     @Test("bytes sent before the backend connection is up are forwarded, not dropped")
     func earlyBytesAreKept() async throws {
         try await withTestResources { r in

@@ -32,7 +32,7 @@ extension RelayLoop {
             SocketCalls.shutdownWrite(self.slots[slot].backendFD)
         }
         if actions.shutdownClientWrite {
-            SocketCalls.shutdownWrite(self.slots[slot].clientFD)
+            self.clientShutdowns.put(slot: slot, generation: self.slots[slot].generation)
         }
         if let end = actions.end {
             self.finish(slot: slot, end)
@@ -52,6 +52,21 @@ extension RelayLoop {
         case .relay:
             // Sends what the client sent while the backend was connecting (and the PROXY header).
             self.flush(toward: .backend, slot: slot)
+        }
+    }
+
+    /// Passes on the client FINs put off in the turn before this one, for connections still open.
+    ///
+    /// Why they wait: with a request-response client that closes once it has the response (HTTP
+    /// with `Connection: close`), the backend's response and FIN arrive together, the response goes
+    /// out, and the client's own FIN usually follows before the loop looks again. The connection
+    /// then simply closes, and the `shutdown` call that would have passed the backend's FIN on is
+    /// never made (HAProxy makes 0.3 per such connection, l4lb made 1). A client that stays open
+    /// gets the FIN one turn of the loop later, the turn made at once (no wait).
+    func passOnClientShutdowns() {
+        self.clientShutdowns.due { slot, generation in
+            guard self.slots[slot].inUse, self.slots[slot].generation == generation else { return }
+            SocketCalls.shutdownWrite(self.slots[slot].clientFD)
         }
     }
 

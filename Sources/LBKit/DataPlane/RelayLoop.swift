@@ -88,6 +88,9 @@ final class RelayLoop: @unchecked Sendable {
     let load = ManagedAtomic<Int>(0)
     /// The other loops of the server; set before `start`, emptied when the thread ends.
     var siblings: [RelayLoop] = []
+    /// Client FINs to pass on (a write shutdown of the client socket), put off by one turn of the
+    /// loop: see `deferClientShutdown`.
+    var clientShutdowns = ClientShutdowns()
 
     init(name: String, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
         self.name = name
@@ -160,7 +163,9 @@ final class RelayLoop: @unchecked Sendable {
     private func run() {
         self.now = Self.monotonicNow()
         while self.running {
-            let count = epoll_wait(self.epoll, self.events, Self.maximumEvents, self.waitMilliseconds())
+            // A FIN put off waits for one more look at the sockets, not for the next event.
+            let wait = self.clientShutdowns.isEmpty ? self.waitMilliseconds() : 0
+            let count = epoll_wait(self.epoll, self.events, Self.maximumEvents, wait)
             self.now = Self.monotonicNow()
             if count < 0 {
                 if errno == EINTR { continue }
@@ -171,6 +176,7 @@ final class RelayLoop: @unchecked Sendable {
                 let event = self.events + index
                 self.dispatch(token: l4lb_epoll_event_token(event), events: l4lb_epoll_event_events(event))
             }
+            self.passOnClientShutdowns()
             self.expireTimers()
         }
         self.closeListeners()

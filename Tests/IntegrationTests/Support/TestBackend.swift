@@ -27,6 +27,9 @@ final class TestBackend: Sendable {
         /// On connect sends this many bytes, then resets the connection: a server that dies
         /// halfway through a reply.
         case sendThenReset(Int)
+        /// On connect sends "NAME\n" and shuts down its write side, then reads (counting) until the
+        /// client's EOF: a server that has said all it will say and still listens.
+        case greetAndHalfClose(String)
     }
 
     let name: String
@@ -56,7 +59,7 @@ final class TestBackend: Sendable {
         let state = SharedState()
         let name: String
         switch behavior {
-        case .greet(let n), .answerAfterEOF(let n): name = n
+        case .greet(let n), .answerAfterEOF(let n), .greetAndHalfClose(let n): name = n
         case .echo: name = "echo"
         case .stalled: name = "stalled"
         case .reportProxyHeader: name = "proxy-report"
@@ -153,6 +156,10 @@ private final class BackendHandler: ChannelInboundHandler {
         if case .greet(let name) = self.behavior {
             context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "\(name)\n")), promise: nil)
         }
+        if case .greetAndHalfClose(let name) = self.behavior {
+            context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "\(name)\n")))
+                .assumeIsolated().whenComplete { _ in context.close(mode: .output, promise: nil) }
+        }
         if case .sendThenReset(let count) = self.behavior {
             let bytes = ByteBuffer(repeating: 0x5A, count: count)
             context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
@@ -170,7 +177,7 @@ private final class BackendHandler: ChannelInboundHandler {
         switch self.behavior {
         case .greet, .echo:
             context.write(self.wrapOutboundOut(buffer), promise: nil)
-        case .answerAfterEOF, .stalled, .resetOnAccept, .sendThenReset:
+        case .answerAfterEOF, .stalled, .resetOnAccept, .sendThenReset, .greetAndHalfClose:
             break
         case .resetAfterReading(let count):
             if self.received >= count { Self.reset(context: context) }
