@@ -159,7 +159,7 @@ final class PluginPoolView: @unchecked Sendable {
     }
 
     deinit {
-        // Both buffers hold trivial values: nothing to deinitialize.
+        // All three buffers hold trivial values: nothing to deinitialize.
         UnsafeMutableRawPointer(self.entries.baseAddress)?.deallocate()
         UnsafeMutableRawPointer(self.live.baseAddress)?.deallocate()
         self.text.deallocate()
