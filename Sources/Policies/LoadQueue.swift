@@ -58,8 +58,6 @@ struct LoadQueue {
         for index in 0..<count { self.enqueue(index) }
     }
 
-    var isEmpty: Bool { self.bucketOf.allSatisfy { $0 == Self.none } && self.parked.isEmpty }
-
     /// The key of `load` connections on a backend of `weight` (1-256; see the type's comment).
     @inline(__always)
     private static func key(load: Int32, weight: Int32) -> UInt64 {

@@ -13,6 +13,9 @@ public final class PIDFile: Sendable {
     private let fd: Int32
     /// Set once a new process took the file over (a live upgrade): then it is not removed at exit.
     private let handedOver = ManagedAtomic(false)
+    /// Whether the file holds this process's id: an adopted file is the old process's until this
+    /// one is ready, and a process that fails before then leaves it in place at exit.
+    private let claimed = ManagedAtomic(false)
 
     /// The locked descriptor, which an upgrade hands to the new process: the lock goes with it.
     var descriptor: Int32 { self.fd }
@@ -36,16 +39,16 @@ public final class PIDFile: Sendable {
                 "--pid-file \(path) is held by another l4lb (pid \(holder.isEmpty ? "?" : holder))"
             )
         }
-        let text = Array("\(getpid())\n".utf8)
-        ftruncate(fd, 0)
-        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
         self.path = path
         self.fd = fd
+        self.claim()
     }
 
-    /// Takes over the pid file an upgrading l4lb handed over (its locked descriptor, `fd`), and
-    /// writes this process's id into it. The lock is the same: it passes from the old process to
-    /// this one without a moment when a third could take it.
+    /// Takes over the pid file an upgrading l4lb handed over (its locked descriptor, `fd`). The lock
+    /// is the same: it passes from the old process to this one without a moment when a third could
+    /// take it. The file keeps the old process's id until this one is ready (`claim`): whoever reads
+    /// it meanwhile signals the process that serves, and if this one fails to start, the file
+    /// still names the process that goes on serving.
     public init(adopting fd: Int32, path: String) throws(L4LBError) {
         var handed = stat()
         var named = stat()
@@ -55,11 +58,16 @@ public final class PIDFile: Sendable {
             throw L4LBError(.invalidValue, "--pid-file \(path): the descriptor handed over is not this file")
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        let text = Array("\(getpid())\n".utf8)
-        ftruncate(fd, 0)
-        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
         self.path = path
         self.fd = fd
+    }
+
+    /// Writes this process's id into the file: for an adopted file, once this process is ready.
+    func claim() {
+        let text = Array("\(getpid())\n".utf8)
+        ftruncate(self.fd, 0)
+        _ = text.withUnsafeBytes { pwrite(self.fd, $0.baseAddress, $0.count, 0) }
+        self.claimed.store(true, ordering: .relaxed)
     }
 
     /// A new process owns the file now: keep it at exit.
@@ -67,9 +75,10 @@ public final class PIDFile: Sendable {
         self.handedOver.store(true, ordering: .relaxed)
     }
 
-    /// Removes the file (unless handed over) and lets go of this process's hold on the lock.
+    /// Removes the file (unless handed over, or never this process's) and lets go of this
+    /// process's hold on the lock.
     public func release() {
-        if !self.handedOver.load(ordering: .relaxed) { unlink(self.path) }
+        if self.claimed.load(ordering: .relaxed) && !self.handedOver.load(ordering: .relaxed) { unlink(self.path) }
         close(self.fd)
     }
 }

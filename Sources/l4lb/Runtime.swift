@@ -30,6 +30,10 @@ struct Runtime {
 
     func run() async throws {
         _ = Self.executablePath  // resolved against the working directory l4lb started in
+        // SIGHUP and SIGUSR2 end a process by default. Until their handlers are in place (below,
+        // before l4lb says it is ready), one sent early is ignored rather than fatal.
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
         let settings = self.settings
         let logOutput: LogOutput
         do {
@@ -74,28 +78,8 @@ struct Runtime {
             throw exitWithOperatorError(error.message)
         }
 
-        logger.info(
-            "l4lb started",
-            metadata: [
-                "policy": "\(application.router.policy.name)",
-                // A count: a pool of thousands listed on one line helps nobody (`l4lb ctl pool` lists it).
-                "backends": "\(application.router.pool.count)",
-                "pid": "\(getpid())",
-            ]
-        )
-        if application.router.pool.isEmpty {
-            logger.warning("the pool is empty: clients are refused until a backend is added")
-        }
-
-        let notifier = SystemdNotifier.fromEnvironment()
-        notifier?.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=listening")
-        Daemon.signalReady()
-        Upgrader.signalReady()
-        var services: [any Service] = []
-        if let notifier, let interval = notifier.watchdogInterval {
-            services.append(WatchdogService(notifier: notifier, interval: interval))
-        }
-
+        // The reload and upgrade handlers go in before l4lb says it is ready: an operator (or systemd's
+        // ExecReload) may signal as soon as it is, and the signal must not be lost.
         let reloader = Reloader(
             application: application,
             reloadedSettings: self.reloadedSettings,
@@ -115,6 +99,30 @@ struct Runtime {
         }
         let upgrade = upgrader.installSIGUSR2()
         defer { upgrade.cancel() }
+        logger.info(
+            "l4lb started",
+            metadata: [
+                "policy": "\(application.router.policy.name)",
+                // A count: a pool of thousands listed on one line helps nobody (`l4lb ctl pool` lists it).
+                "backends": "\(application.router.pool.count)",
+                "pid": "\(getpid())",
+            ]
+        )
+        if application.router.pool.isEmpty {
+            logger.warning("the pool is empty: clients are refused until a backend is added")
+        }
+
+        let notifier = SystemdNotifier.fromEnvironment()
+        // An upgraded process takes the pid file's name now that it serves and takes signals.
+        pidFile?.claim()
+        notifier?.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=listening")
+        Daemon.signalReady()
+        Upgrader.signalReady()
+        var services: [any Service] = []
+        if let notifier, let interval = notifier.watchdogInterval {
+            services.append(WatchdogService(notifier: notifier, interval: interval))
+        }
+
         try await application.run(
             services: services,
             onShutdown: {

@@ -240,6 +240,8 @@ struct UpgradeTests {
             }
             let port = try #require(await process.listeningPort(), "got: \(process.text)")
             let original = try #require(installation.pid)
+            // Signals are taken once l4lb says it started (an earlier one is ignored, not fatal).
+            #expect(await eventually { process.text.contains("l4lb started") }, "got: \(process.text)")
 
             try installation.installScript("exit 3")
             #expect(kill(original, SIGUSR2) == 0)
@@ -249,12 +251,29 @@ struct UpgradeTests {
             )
             #expect(try BlockingClient.greeting(port: port) == "a")
 
+            // A real l4lb that fails once it has taken the pid file over (one more address to listen
+            // on is taken): the file still names the process that serves.
+            let taken = BlackholeListener()
+            try installation.installScript(
+                "exec '\(L4LBProcess.executableURL.path)' \"$@\" --listen 127.0.0.1:\(taken.port)"
+            )
+            #expect(kill(original, SIGUSR2) == 0)
+            #expect(
+                await eventually {
+                    process.text.components(separatedBy: "the new binary exited before it was ready").count == 3
+                },
+                "got: \(process.text)"
+            )
+            #expect(installation.pid == original)
+            #expect(try BlockingClient.greeting(port: port) == "a")
+            withExtendedLifetime(taken) {}
+
             try installation.installScript("exec sleep 30")
             #expect(kill(original, SIGUSR2) == 0)
             #expect(
                 await eventually {
                     process.text.contains("upgrade: started the new binary")
-                        && process.text.components(separatedBy: "started the new binary").count == 3
+                        && process.text.components(separatedBy: "started the new binary").count == 4
                 }
             )
             #expect(kill(original, SIGUSR2) == 0)
