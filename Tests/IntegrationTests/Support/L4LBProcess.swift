@@ -110,12 +110,15 @@ final class L4LBProcess: Sendable {
         return self.process.terminationStatus
     }
 
-    /// The port of the first "listening" line l4lb logs, once it appears.
+    /// The port of the first "listening" line l4lb logs, once l4lb has also logged "l4lb started"
+    /// (so a test may signal it at once).
     func listeningPort(timeoutSeconds: Double = 10) async -> Int? {
         var port: Int?
         _ = await eventually(timeoutSeconds: timeoutSeconds) {
-            port = Self.firstListeningPort(in: self.text)
-            return port != nil || !self.process.isRunning
+            // Once l4lb says it started, not only that it listens: from then on it takes signals.
+            let text = self.text
+            port = Self.firstListeningPort(in: text)
+            return (port != nil && text.contains("l4lb started")) || !self.process.isRunning
         }
         return port
     }
