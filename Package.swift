@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "CLBPolicy"),
         // Linux calls of the relay loop that Swift's Glibc module leaves out: epoll, eventfd, accept4.
         .target(name: "CLinux"),
+        // SHA-256 in C: l4lb hashes each plugin it loads, and unoptimized Swift was too slow at it.
+        .target(name: "CSHA256"),
         // libmaxminddb, for the geo-routing plugin.
         .systemLibrary(
             name: "CMaxMindDB",
@@ -60,6 +62,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 "CLBPolicy",
                 "CLinux",
+                "CSHA256",
             ],
             // Release builds skip Swift's dynamic exclusivity checks in the core: the relay loop's
             // state (its slab, its timer lists) is a class's stored properties, confined to one thread,
