@@ -35,6 +35,8 @@ final class BlockingClient: @unchecked Sendable {
             let written = bytes[offset...].withUnsafeBytes {
                 Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
             }
+            // A signal to this process (a child's exit) may interrupt the call: it is simply made again.
+            if written < 0, errno == EINTR { continue }
             guard written > 0 else { throw TestFailure("send: \(String(cString: strerror(errno)))") }
             offset += written
         }
@@ -52,7 +54,10 @@ final class BlockingClient: @unchecked Sendable {
     /// Reads up to `maximum` bytes; an empty result means EOF. Throws on timeout or error.
     func receive(maximum: Int = 65_536) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: maximum)
-        let count = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+        var count = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+        while count < 0, errno == EINTR {
+            count = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+        }
         guard count >= 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
         return Array(buffer.prefix(count))
     }
@@ -64,6 +69,7 @@ final class BlockingClient: @unchecked Sendable {
             var byte: UInt8 = 0
             let count = recv(self.fd, &byte, 1, 0)
             if count == 0 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
+            if count < 0, errno == EINTR { continue }
             guard count > 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
             if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
             line.append(byte)

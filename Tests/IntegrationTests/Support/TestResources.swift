@@ -45,7 +45,10 @@ final class TestResources: Sendable {
 func withTestResources(_ body: (TestResources) async throws -> Void) async throws {
     let resources = TestResources()
     do {
-        try await body(resources)
+        // The body may block its thread: it runs where that does not stall other tests.
+        try await withTaskExecutorPreference(BlockingTolerantExecutor.shared) {
+            try await body(resources)
+        }
     } catch {
         await resources.stopAll()
         throw error
