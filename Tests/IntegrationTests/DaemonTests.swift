@@ -58,35 +58,38 @@ struct DaemonTests {
 
     @Test("systemd notification: READY=1 once listening, WATCHDOG=1 while alive, STOPPING=1 on SIGTERM")
     func systemdNotify() async throws {
-        let directory = try PluginFixtures.makeDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let socketPath = "\(directory)/notify.sock"
-        let receiver = try DatagramReceiver(path: socketPath)
-        let process = try L4LBProcess(
-            arguments: ["--listen", "127.0.0.1:0"],
-            environment: ["NOTIFY_SOCKET": socketPath, "WATCHDOG_USEC": "200000"]
-        )
-        defer { process.kill() }
-        let ready = try #require(receiver.receive(timeoutSeconds: 10))
-        #expect(ready.contains("READY=1"))
-        #expect(ready.contains("MAINPID=\(process.pid)"))
-        #expect(await process.listeningPort() != nil)
-        var watchdogs = 0
-        for _ in 0..<4 where receiver.receive(timeoutSeconds: 2)?.contains("WATCHDOG=1") == true {
-            watchdogs += 1
-        }
-        #expect(watchdogs >= 2)
-        process.send(SIGTERM)
-        var stopping = false
-        for _ in 0..<10 {
-            guard let message = receiver.receive(timeoutSeconds: 2) else { break }
-            if message.contains("STOPPING=1") {
-                stopping = true
-                break
+        // In withTestResources for its executor: the receiver's reads block.
+        try await withTestResources { r in
+            let directory = try PluginFixtures.makeDirectory()
+            r.onStop { try? FileManager.default.removeItem(atPath: directory) }
+            let socketPath = "\(directory)/notify.sock"
+            let receiver = try DatagramReceiver(path: socketPath)
+            let process = try L4LBProcess(
+                arguments: ["--listen", "127.0.0.1:0"],
+                environment: ["NOTIFY_SOCKET": socketPath, "WATCHDOG_USEC": "200000"]
+            )
+            r.onStop { process.kill() }
+            let ready = try #require(receiver.receive(timeoutSeconds: 10))
+            #expect(ready.contains("READY=1"))
+            #expect(ready.contains("MAINPID=\(process.pid)"))
+            #expect(await process.listeningPort() != nil)
+            var watchdogs = 0
+            for _ in 0..<4 where receiver.receive(timeoutSeconds: 2)?.contains("WATCHDOG=1") == true {
+                watchdogs += 1
             }
+            #expect(watchdogs >= 2)
+            process.send(SIGTERM)
+            var stopping = false
+            for _ in 0..<10 {
+                guard let message = receiver.receive(timeoutSeconds: 2) else { break }
+                if message.contains("STOPPING=1") {
+                    stopping = true
+                    break
+                }
+            }
+            #expect(stopping)
+            #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
         }
-        #expect(stopping)
-        #expect(await process.waitForExit(timeoutSeconds: 10) == 0)
     }
 
     @Test(
