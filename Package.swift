@@ -32,7 +32,7 @@ let package = Package(
     targets: [
         // The C ABI of policy plugins: one header, include/l4lb_policy.h.
         .target(name: "CLBPolicy"),
-        // Linux calls of the relay loop that Swift's Glibc module leaves out: epoll, eventfd, accept4.
+        // Linux calls that Swift's Glibc module leaves out: epoll, eventfd, accept4, spawn actions, pidfd.
         .target(name: "CLinux"),
         // SHA-256 in C: l4lb hashes each plugin it loads, and unoptimized Swift was too slow at it.
         .target(name: "CSHA256"),

@@ -4,6 +4,8 @@
 #include <linux/sockios.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "l4lb_linux.h"
 
@@ -18,6 +20,14 @@ int l4lb_unacknowledged_bytes(int fd) {
 
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
+int l4lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+
+int l4lb_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
 int l4lb_memfd(const char *name) {

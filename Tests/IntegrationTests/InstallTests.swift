@@ -14,16 +14,17 @@ struct InstallTests {
     func stagedInstall() async throws {
         let stage = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: stage) }
-        let install = Process()
-        install.executableURL = URL(fileURLWithPath: "/bin/bash")
-        install.arguments = [
-            PluginFixtures.repositoryRoot.appendingPathComponent("scripts/install").path,
-            "--prefix", "/opt/l4lb", "--destdir", stage, "--systemd", "--bin-path", PluginFixtures.productsDirectory,
-        ]
-        install.standardOutput = FileHandle.nullDevice
-        try install.run()
-        try await offThePool { install.waitUntilExit() }
-        try #require(install.terminationStatus == 0)
+        let install = try ChildProcess(
+            "/bin/bash",
+            [
+                PluginFixtures.repositoryRoot.appendingPathComponent("scripts/install").path,
+                "--prefix", "/opt/l4lb", "--destdir", stage, "--systemd", "--bin-path",
+                PluginFixtures.productsDirectory,
+            ],
+            standardOutput: .null
+        )
+        let finished = try await offThePool { install.waitUntilExit(timeoutSeconds: 300) }
+        try #require(finished && install.exitStatus == 0, "scripts/install: \(install.ending)")
 
         let root = "\(stage)/opt/l4lb"
         let expected: [(path: String, mode: mode_t)] = [

@@ -25,19 +25,24 @@ struct StatusPageTests {
     private static func chromiumBlocking(_ arguments: [String], url: String) throws -> String {
         let profile = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.chromium)
-        process.arguments =
-            [
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile)",
-                // Lets the page's timers run 3 s of page time before the DOM is taken.
-                "--virtual-time-budget=3000",
-            ] + arguments + [url]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let (read, write) = try ChildProcess.pipe()
+        let reader = FileHandle(fileDescriptor: read, closeOnDealloc: true)
+        let process: ChildProcess
+        do {
+            defer { close(write) }
+            process = try ChildProcess(
+                Self.chromium,
+                [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile)",
+                    // Lets the page's timers run 3 s of page time before the DOM is taken.
+                    "--virtual-time-budget=3000",
+                ] + arguments + [url],
+                standardOutput: .descriptor(write),
+                standardError: .null
+            )
+        }
+        // Ends when chromium and its helper processes have exited: nothing else holds the pipe.
+        let data = reader.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self)
     }

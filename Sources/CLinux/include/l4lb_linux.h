@@ -1,4 +1,5 @@
-// Linux calls of the relay loop that Swift's Glibc module leaves out: epoll, eventfd, accept4.
+// Linux calls that Swift's Glibc module leaves out (GNU extensions, packed structs, variadic ioctl):
+// epoll, eventfd, accept4, spawn file actions, pidfd, memfd.
 #ifndef L4LB_LINUX_H
 #define L4LB_LINUX_H
 
@@ -36,6 +37,14 @@ int l4lb_unacknowledged_bytes(int fd);
 // posix_spawn_file_actions_addclosefrom_np (glibc 2.34+, a GNU extension Swift does not see): the
 // child closes every descriptor from `from` up, so that it inherits only what it was given.
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+
+// posix_spawn_file_actions_addchdir_np (glibc 2.29+, also a GNU extension): the child starts in
+// `path`, with no chdir in the parent, whose other threads share its working directory.
+int l4lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
+
+// pidfd_open(2) (Linux 5.3+): a descriptor that polls readable once process `pid` has exited, so
+// that waiting for a child is a poll with a timeout, not a loop of looks. -1 if the kernel lacks it.
+int l4lb_pidfd_open(int pid);
 
 // memfd_create(2) with MFD_CLOEXEC, which glibc declares only with _GNU_SOURCE: an anonymous file,
 // for a private copy of a plugin (each version its own inode, so dlopen never hands back the old one).

@@ -8,7 +8,7 @@ import Glibc
 /// The real `l4lb` executable, run as a child process: for what only a process shows (signals, exit
 /// status, what it prints). Stopped by PID when the test ends, whatever happened.
 final class L4LBProcess: Sendable {
-    private let process: Process
+    private let process: ChildProcess
     private let output = NIOLockedValueBox<String>("")
     /// Set when the reader has seen the end of the output (the process and any daemon it made are gone).
     private let outputEnded = NIOLockedValueBox(false)
@@ -31,32 +31,37 @@ final class L4LBProcess: Sendable {
 
     /// - Parameter executable: another l4lb binary (an installed copy); by default the one built.
     init(arguments: [String], environment: [String: String] = [:], executable: URL? = nil) throws {
-        let process = Process()
-        process.executableURL = executable ?? Self.executableURL
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let (read, write) = try ChildProcess.pipe()
+        defer { close(write) }
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(
+                (executable ?? Self.executableURL).path,
+                arguments,
+                environment: environment.isEmpty
+                    ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+                standardOutput: .descriptor(write),
+                standardError: .descriptor(write)
+            )
+        } catch {
+            close(read)
+            throw error
         }
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
         self.process = process
-        try process.run()
         // For scripts/test, which stops by this PID a process whose test process crashed.
         self.pidFile =
             FileManager.default.temporaryDirectory
-            .appendingPathComponent("l4lb-test-process-\(process.processIdentifier).pid").path
-        try? "\(process.processIdentifier)\n".write(toFile: self.pidFile, atomically: true, encoding: .utf8)
-        // Only the child (and any daemon it starts) writes now, so the reader sees EOF when they
-        // are gone.
-        try pipe.fileHandleForWriting.close()
+            .appendingPathComponent("l4lb-test-process-\(process.pid).pid").path
+        try? "\(process.pid)\n".write(toFile: self.pidFile, atomically: true, encoding: .utf8)
+        // Once this process has closed its write end (on leaving), only the child (and any daemon it
+        // starts) writes, so the reader sees EOF when they are gone.
         // A plain thread with blocking reads, not `readabilityHandler`: that one is a dispatch read
         // source that stays registered in libdispatch's epoll set after the pipe's descriptor is
         // closed, and crashed the whole test process (in _dispatch_event_loop_drain, about one run
         // in twenty) once the number was reused.
         let output = self.output
         let outputEnded = self.outputEnded
-        let reader = pipe.fileHandleForReading
+        let reader = FileHandle(fileDescriptor: read, closeOnDealloc: false)
         let thread = Thread {
             while true {
                 let data = reader.availableData
@@ -75,27 +80,22 @@ final class L4LBProcess: Sendable {
         try? FileManager.default.removeItem(atPath: self.pidFile)
     }
 
-    var pid: Int32 { self.process.processIdentifier }
+    var pid: Int32 { self.process.pid }
     var isRunning: Bool { self.process.isRunning }
     var text: String { self.output.withLockedValue { $0 } }
 
     /// How the process ended, for a failing expectation's message: "running", "exit status N" or
     /// "killed by signal N".
-    var ending: String {
-        if self.process.isRunning { return "running" }
-        let status = self.process.terminationStatus
-        return self.process.terminationReason == .uncaughtSignal
-            ? "killed by signal \(status)" : "exit status \(status)"
-    }
+    var ending: String { self.process.ending }
 
     /// Sends `signal` to the process by PID.
     func send(_ signal: Int32) {
-        if self.process.isRunning { Glibc.kill(self.pid, signal) }
+        self.process.send(signal)
     }
 
     func kill() {
         if self.process.isRunning {
-            Glibc.kill(self.pid, SIGKILL)
+            self.process.send(SIGKILL)
             self.process.waitUntilExit()
         }
     }
@@ -103,11 +103,10 @@ final class L4LBProcess: Sendable {
     /// The exit status, or nil if it is still running after `timeoutSeconds`.
     func waitForExit(timeoutSeconds: Double) async -> Int32? {
         guard await eventually(timeoutSeconds: timeoutSeconds, { !self.process.isRunning }) else { return nil }
-        self.process.waitUntilExit()
         // What it printed last may still be in the pipe: read to its end (bounded: a daemon child
         // keeps the pipe open, and the caller then reads what has come so far).
         _ = await eventually(timeoutSeconds: 2) { self.outputEnded.withLockedValue { $0 } }
-        return self.process.terminationStatus
+        return self.process.exitStatus
     }
 
     /// The port of the first "listening" line l4lb logs, once l4lb has also logged "l4lb started"

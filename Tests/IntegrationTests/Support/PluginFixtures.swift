@@ -32,16 +32,18 @@ enum PluginFixtures {
         include: String? = nil,
         defines: [String] = []
     ) throws -> Int32 {
-        let compiler = Process()
-        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compiler.arguments =
+        let compiler = try ChildProcess(
+            "/usr/bin/env",
             [
                 "cc", "-shared", "-fPIC", "-O2", "-I",
                 include ?? repositoryRoot.appendingPathComponent("Sources/CLBPolicy/include").path,
             ] + defines.map { "-D\($0)" } + ["-o", output, source]
-        try compiler.run()
-        compiler.waitUntilExit()
-        return compiler.terminationStatus
+        )
+        guard compiler.waitUntilExit(timeoutSeconds: 120) else {
+            compiler.send(SIGKILL)
+            throw TestFailure("cc did not finish compiling \(source) within 120 s")
+        }
+        return compiler.exitStatus ?? -1
     }
 
     /// The registry the executable builds: built-ins plus l4lb's own plugins next to the binaries.

@@ -24,7 +24,7 @@ final class RedisServer: @unchecked Sendable {
     private let sentinelConfiguration: [String]?
     /// The password clients give (`requirepass`), if any.
     let password: String?
-    private var process: Process?
+    private var process: ChildProcess?
     /// Holds the port while the server is down, so that a parallel test's server cannot take it and
     /// be mistaken for this one by an l4lb that reconnects.
     private var reservation: PortReservation?
@@ -85,27 +85,23 @@ final class RedisServer: @unchecked Sendable {
         guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw Failure(description: "redis-server is not installed: run scripts/test, which installs it")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
         let common = [
             "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path, "--daemonize", "no",
             // For scripts/test, which stops by this PID a server whose test process crashed.
             "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
         ]
+        let arguments: [String]
         if let lines = self.sentinelConfiguration {
             // A sentinel rewrites its file (what it learns about replicas and peers): a private copy.
             let file = self.directory.appendingPathComponent("sentinel.conf")
             try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
-            process.arguments = [file.path, "--sentinel"] + common + self.arguments
+            arguments = [file.path, "--sentinel"] + common + self.arguments
         } else {
-            process.arguments =
-                common + ["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"] + self.arguments
+            arguments = common + ["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"] + self.arguments
         }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
         self.reservation?.release()
         self.reservation = nil
-        try process.run()
+        let process = try ChildProcess(binary, arguments, standardOutput: .null, standardError: .null)
         self.process = process
         let up = await eventually(timeoutSeconds: 10) {
             !process.isRunning
@@ -132,14 +128,13 @@ final class RedisServer: @unchecked Sendable {
     /// Sends `signal` to the server's process (SIGSTOP freezes it with its sockets open; SIGCONT
     /// resumes it).
     func send(_ signal: Int32) {
-        guard let process, process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, signal)
+        self.process?.send(signal)
     }
 
     /// Stops the server by PID and waits for it; the port stays reserved until `start()`.
     func kill() {
         guard let process, process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.send(SIGKILL)
         process.waitUntilExit()
         // Cannot fail unless another socket took the port the moment redis died; the test that
         // restarts this server then finds out from `start()`.

@@ -44,14 +44,15 @@ final class TestResources: Sendable {
 /// Runs `body` with a fresh `TestResources` and stops all it started afterwards, in reverse order.
 func withTestResources(_ body: (TestResources) async throws -> Void) async throws {
     let resources = TestResources()
-    do {
-        // The body may block its thread: it runs where that does not stall other tests.
-        try await withTaskExecutorPreference(BlockingTolerantExecutor.shared) {
+    // The body may block its thread, and so may stopping what it started (a child process to its
+    // end): both run where that does not stall other tests.
+    try await withTaskExecutorPreference(BlockingTolerantExecutor.shared) {
+        do {
             try await body(resources)
+        } catch {
+            await resources.stopAll()
+            throw error
         }
-    } catch {
         await resources.stopAll()
-        throw error
     }
-    await resources.stopAll()
 }
