@@ -25,9 +25,10 @@ enum Daemon {
         let (readEnd, writeEnd) = (pipeEnds[0], pipeEnds[1])
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
 
-        // The child must inherit nothing but standard input/output/error and the ready pipe: an
-        // inherited descriptor (a supervisor's pipe, a socket) would tie the daemon to this process.
-        Self.closeOnExec(allExcept: [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, writeEnd])
+        // The child must inherit nothing but standard input/output/error and the ready pipe (as its
+        // descriptor 3): an inherited descriptor (a supervisor's pipe, a socket) would tie the daemon
+        // to this process.
+        let handOver = DescriptorHandOver(passing: [writeEnd])
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -39,13 +40,17 @@ enum Daemon {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)
+        let planned = handOver.addActions(to: &actions)
+        guard planned == 0 else {
+            return Self.fail("cannot pass the ready pipe to the daemon: \(String(cString: strerror(planned)))")
+        }
 
         let executable =
             (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let arguments = [executable] + CommandLine.arguments.dropFirst()
         var environment = ProcessInfo.processInfo.environment
         environment[Self.childVariable] = "1"
-        environment[Self.readyVariable] = "\(writeEnd)"
+        environment[Self.readyVariable] = "\(handOver.childDescriptor(at: 0))"
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -68,16 +73,6 @@ enum Daemon {
         var childStatus: Int32 = 0
         waitpid(pid, &childStatus, WNOHANG)
         return 1
-    }
-
-    /// Marks every descriptor but `kept` close-on-exec, so that a process started next inherits
-    /// only what it is meant to.
-    static func closeOnExec(allExcept kept: Set<Int32>) {
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        for name in descriptors {
-            guard let fd = Int32(name), !kept.contains(fd) else { continue }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
     }
 
     /// In the child, once it listens: tell the parent, then let go of the terminal.

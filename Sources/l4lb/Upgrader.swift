@@ -100,25 +100,36 @@ final class Upgrader: Sendable {
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         defer { close(readEnd) }
 
-        var kept = sockets + [writeEnd]
+        // Only the sockets, the pid file and the ready pipe go to the new process, as 3, 4, ...: not
+        // Redis connections, not clients' or the admin endpoint's sockets (one carried into the
+        // child would outlive its connection here).
+        let kept = self.pidFile.map { [$0.descriptor] } ?? []
+        let handOver = DescriptorHandOver(passing: sockets + kept + [writeEnd])
         var environment = ProcessInfo.processInfo.environment
         // Descriptor numbers meant for this process alone (the daemon's start-up pipe) are not passed on.
         environment[Daemon.readyVariable] = nil
-        environment[InheritedListeners.upgradeVariable] = sockets.map(String.init).joined(separator: ",")
-        environment[Self.readyVariable] = "\(writeEnd)"
-        if let pidFile = self.pidFile {
-            environment[Self.pidFileVariable] = "\(pidFile.descriptor)"
-            kept.append(pidFile.descriptor)
+        environment[InheritedListeners.upgradeVariable] =
+            sockets.indices.map { "\(handOver.childDescriptor(at: $0))" }.joined(separator: ",")
+        if self.pidFile != nil {
+            environment[Self.pidFileVariable] = "\(handOver.childDescriptor(at: sockets.count))"
         }
+        environment[Self.readyVariable] = "\(handOver.childDescriptor(at: sockets.count + kept.count))"
         // A daemon's new process is already detached: it must not detach again.
         if self.application.settings.operations.daemon { environment[Daemon.childVariable] = "1" }
 
-        // Only the sockets, the pid file and the pipe go to the new process: not Redis connections,
-        // not clients' sockets (one left open in the child would outlive its connection here).
-        Daemon.closeOnExec(allExcept: Set(kept + [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO]))
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        let planned = handOver.addActions(to: &actions)
+        guard planned == 0 else {
+            close(writeEnd)
+            return .failure(
+                L4LBError(
+                    .invalidValue,
+                    "cannot pass descriptors to the new binary: \(String(cString: strerror(planned)))"
+                )
+            )
+        }
         // This runs on a dispatch thread, which blocks every signal, and a child inherits its
         // spawner's mask (and the ignored signals): it starts with none blocked and all at default,
         // or SIGTERM would never reach it.
@@ -134,8 +145,6 @@ final class Upgrader: Sendable {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         // POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK (glibc's values; not exported to Swift).
         posix_spawnattr_setflags(&attributes, Int16(0x04 | 0x08))
-        // dup2 onto itself clears close-on-exec in the child only: the parent's stay as they are.
-        for fd in kept { posix_spawn_file_actions_adddup2(&actions, fd, fd) }
         let argv = ([self.executable] + self.arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for pointer in argv + envp { free(pointer) } }

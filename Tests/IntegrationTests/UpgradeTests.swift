@@ -183,6 +183,80 @@ struct UpgradeTests {
         }
     }
 
+    /// What each descriptor of `pid` refers to ("socket:[inode]", a path), by number.
+    static func descriptors(of pid: Int32) -> [Int32: String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        var table: [Int32: String] = [:]
+        for name in names {
+            guard let fd = Int32(name),
+                let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)")
+            else { continue }
+            table[fd] = target
+        }
+        return table
+    }
+
+    /// The sockets listening on 127.0.0.1:`port`, as /proc names them ("socket:[inode]").
+    static func listeningSockets(port: Int) -> Set<String> {
+        let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+        let local = String(format: "0100007F:%04X", port)
+        var sockets: Set<String> = []
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // sl, local address, remote address, state (0A: LISTEN), ..., inode (the tenth).
+            if fields.count > 9, fields[1] == local, fields[3] == "0A" { sockets.insert("socket:[\(fields[9])]") }
+        }
+        return sockets
+    }
+
+    @Test(
+        "the new generation gets the listeners and the pid file as descriptors 3, 4, 5 and no other socket of the old one's: not a client's, not the admin endpoint's"
+    )
+    func handsOverOnlyWhatItMust() async throws {
+        try await withTestResources { r in
+            let installation = try Installation()
+            let backend = try await r.backend(.echo)
+            let process = try L4LBProcess(
+                arguments: [
+                    // Two threads: two SO_REUSEPORT listeners on the one port.
+                    "--listen", "127.0.0.1:0", "--threads", "2", "--admin", "127.0.0.1:0",
+                    "--pid-file", installation.pidFile, "--backend", backend.spec.description,
+                ],
+                executable: URL(fileURLWithPath: installation.binary)
+            )
+            r.onStop {
+                if let pid = installation.pid { kill(pid, SIGKILL) }
+                process.kill()
+            }
+            let port = try #require(await process.listeningPort(), "got: \(process.text)")
+            let adminPort = try #require(await process.adminPort(), "got: \(process.text)")
+            // A relayed connection and an admin one, open through the upgrade.
+            let client = try BlockingClient(port: port)
+            try client.send("ping\n")
+            #expect(try client.readLine() == "ping")
+            let admin = try BlockingClient(port: adminPort)
+            try admin.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try admin.readLine()?.hasPrefix("HTTP/1.1 ") == true)
+
+            let old = try #require(installation.pid)
+            let before = Self.descriptors(of: old)
+            #expect(!before.isEmpty)
+            let new = try await Self.upgrade(installation)
+            let after = Self.descriptors(of: new)
+
+            // The listeners, at 3 and 4 in the new process; the pid file follows at 5.
+            let listening = Self.listeningSockets(port: port)
+            #expect(listening.count == 2 && listening.isSubset(of: Set(before.values)), "\(listening) \(before)")
+            #expect(Set([after[3], after[4]].compactMap { $0 }) == listening, "new: \(after)")
+            #expect(after[5] == (installation.pidFile as NSString).resolvingSymlinksInPath, "new: \(after)")
+            // Nothing else the old process had: every other socket of the new one is its own.
+            let shared = Set(before.values).intersection(after.values).filter { $0.hasPrefix("socket:") }
+            #expect(shared == listening, "old: \(before)\nnew: \(after)")
+            _ = client
+            _ = admin
+        }
+    }
+
     @Test(
         "as a daemon under systemd's notify protocol: the pid file moves, systemd is told the new MAINPID, the old one sends no STOPPING"
     )
