@@ -30,11 +30,6 @@ enum Daemon {
         // to this process.
         let handOver = DescriptorHandOver(passing: [writeEnd])
 
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // POSIX_SPAWN_SETSID (glibc 2.26+; not exported to Swift): the child leads a new session.
-        posix_spawnattr_setflags(&attributes, Int16(0x80))
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -57,7 +52,10 @@ enum Daemon {
             for pointer in argv + envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        // The child leads a session of its own, detached from the terminal.
+        let status = SpawnAttributes.withClean(flags: SpawnAttributes.newSession) {
+            posix_spawn(&pid, executable, &actions, &$0, argv, envp)
+        }
         close(writeEnd)
         guard status == 0 else { return Self.fail("cannot start the daemon: \(String(cString: strerror(status)))") }
 

@@ -130,26 +130,13 @@ final class Upgrader: Sendable {
                 )
             )
         }
-        // This runs on a dispatch thread, which blocks every signal, and a child inherits its
-        // spawner's mask (and the ignored signals): it starts with none blocked and all at default,
-        // or SIGTERM would never reach it.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for number in [SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGPIPE] { sigaddset(&defaults, number) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        // POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK (glibc's values; not exported to Swift).
-        posix_spawnattr_setflags(&attributes, Int16(0x04 | 0x08))
+        // This runs on a dispatch thread, which blocks every signal: the child starts clean, or SIGTERM
+        // would never reach it.
         let argv = ([self.executable] + self.arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for pointer in argv + envp { free(pointer) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, self.executable, &actions, &attributes, argv, envp)
+        let spawned = SpawnAttributes.withClean { posix_spawn(&pid, self.executable, &actions, &$0, argv, envp) }
         close(writeEnd)
         guard spawned == 0 else {
             return .failure(

@@ -25,26 +25,13 @@ struct StatusPageTests {
     private static func chromiumBlocking(_ arguments: [String], url: String) throws -> String {
         let profile = try PluginFixtures.makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let (read, write) = try ChildProcess.pipe()
-        let reader = FileHandle(fileDescriptor: read, closeOnDealloc: true)
-        let process: ChildProcess
-        do {
-            defer { close(write) }
-            process = try ChildProcess(
-                Self.chromium,
-                [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile)",
-                    // Lets the page's timers run 3 s of page time before the DOM is taken.
-                    "--virtual-time-budget=3000",
-                ] + arguments + [url],
-                standardOutput: .descriptor(write),
-                standardError: .null
-            )
-        }
-        // Ends when chromium and its helper processes have exited: nothing else holds the pipe.
-        let data = reader.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let arguments =
+            [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile)",
+                // Lets the page's timers run 3 s of page time before the DOM is taken.
+                "--virtual-time-budget=3000",
+            ] + arguments + [url]
+        return try ChildProcess.run(Self.chromium, arguments, mergingErrors: false, timeoutSeconds: 120).output
     }
 
     /// The `data-state` of each backend's row in `dom`.

@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import LBKit
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -64,28 +65,16 @@ final class ChildProcess: @unchecked Sendable {
         l4lb_spawn_close_from(&actions, 3)
         if let directory { l4lb_spawn_chdir(&actions, directory) }
 
-        // Its own process group (a terminal's ^C is for the test run, not for its redis-servers), no
-        // signal blocked and every signal at its default: the spawning thread may block signals
-        // (dispatch threads block all), and this process ignores SIGPIPE.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        // POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK (glibc's values).
-        posix_spawnattr_setflags(&attributes, Int16(0x02 | 0x04 | 0x08))
-
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let variables = environment ?? ProcessInfo.processInfo.environment
         let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for pointer in argv + envp { free(pointer) } }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        // Its own process group (a terminal's ^C is for the test run, not for its redis-servers),
+        // signals clean: the spawning thread may block some, and this process ignores SIGPIPE.
+        let status = SpawnAttributes.withClean(flags: SpawnAttributes.newProcessGroup) {
+            posix_spawn(&pid, executable, &actions, &$0, argv, envp)
+        }
         guard status == 0 else {
             throw TestFailure("cannot start \(executable): \(String(cString: strerror(status)))")
         }
@@ -96,6 +85,35 @@ final class ChildProcess: @unchecked Sendable {
 
     deinit {
         if self.pidfd >= 0 { close(self.pidfd) }
+    }
+
+    /// Runs `executable` to its end: its exit status (-1 if it outlived `timeoutSeconds`) and what it
+    /// printed to standard output, and to standard error too with `mergingErrors` (else that goes
+    /// nowhere).
+    static func run(
+        _ executable: String,
+        _ arguments: [String],
+        directory: String? = nil,
+        mergingErrors: Bool,
+        timeoutSeconds: Double = 600
+    ) throws -> (status: Int32, output: String) {
+        let (read, write) = try Self.pipe()
+        let reader = FileHandle(fileDescriptor: read, closeOnDealloc: true)
+        let child: ChildProcess
+        do {
+            defer { close(write) }
+            child = try ChildProcess(
+                executable,
+                arguments,
+                directory: directory,
+                standardOutput: .descriptor(write),
+                standardError: mergingErrors ? .descriptor(write) : .null
+            )
+        }
+        // Ends when the child, and whatever it started, have closed the pipe: nothing else has it.
+        let data = reader.readDataToEndOfFile()
+        child.waitUntilExit(timeoutSeconds: timeoutSeconds)
+        return (child.exitStatus ?? -1, String(decoding: data, as: UTF8.self))
     }
 
     /// A pipe whose ends are close-on-exec (a child gets the write end by dup2, which drops that).
