@@ -80,7 +80,7 @@ final class RelayLoop: @unchecked Sendable {
     /// Clients accepted per listener event before the loop turns to other work. Small, as HAProxy's
     /// tune.maxaccept (4): each accepted client's backend connect completes within the call on
     /// loopback, and its request can only follow once this turn of the loop is over. With 64 a
-    /// turn, the backend held each new connection idle 1.7 ms (median) before the request came.
+    /// turn, the backend held each new connection idle about 2 ms (median) before the request came.
     static let acceptBatch = 4
     private let events: UnsafeMutablePointer<epoll_event>
     private let commands = NIOLockedValueBox<[Command]>([])
