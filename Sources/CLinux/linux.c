@@ -2,7 +2,9 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <linux/sockios.h>
+#include <pthread.h>
 #include <spawn.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -32,4 +34,11 @@ int l4lb_pidfd_open(int pid) {
 
 int l4lb_memfd(const char *name) {
     return memfd_create(name, MFD_CLOEXEC);
+}
+
+void l4lb_name_current_thread(const char *name) {
+    char kept[16];
+    strncpy(kept, name, sizeof kept - 1);
+    kept[sizeof kept - 1] = 0;
+    pthread_setname_np(pthread_self(), kept);
 }

@@ -47,6 +47,32 @@ struct ExecutableTests {
         #expect(process.text.contains(expected), "got: \(process.text)")
     }
 
+    @Test("each relay thread carries its own name, for top -H, ps -L and perf")
+    func relayThreadsAreNamed() async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--threads", "2",
+            ])
+            r.onStop { process.kill() }
+            _ = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            // The relay threads have started by the time l4lb listens; the name is set first thing.
+            let names = await eventually {
+                Self.threadNames(of: process.pid).filter { $0.hasPrefix("l4lb-relay") }.count == 2
+            }
+            #expect(names, "threads: \(Self.threadNames(of: process.pid).sorted())")
+            #expect(Set(Self.threadNames(of: process.pid)).isSuperset(of: ["l4lb-relay-0", "l4lb-relay-1"]))
+        }
+    }
+
+    private static func threadNames(of pid: Int32) -> [String] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { task in
+            (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
     @Test("SIGTERM stops accepting at once and lets an open connection finish")
     func sigtermDrains() async throws {
         try await withTestResources { r in

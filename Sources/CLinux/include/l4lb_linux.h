@@ -50,4 +50,8 @@ int l4lb_pidfd_open(int pid);
 // for a private copy of a plugin (each version its own inode, so dlopen never hands back the old one).
 int l4lb_memfd(const char *name);
 
+// Names the calling thread (pthread_setname_np, a GNU extension): what `top -H`, `ps -L` and perf
+// show. Linux keeps 15 bytes; a longer name is cut, not refused.
+void l4lb_name_current_thread(const char *name);
+
 #endif

@@ -141,9 +141,13 @@ final class RelayLoop: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in self.run() }
-        thread.name = self.name
-        thread.start()
+        Thread { [self] in
+            // Named from inside, through the kernel: Foundation's `Thread.name`, set before `start`,
+            // never reached it, and a new Linux thread keeps its creator's name. `top -H`, `ps -L` and
+            // perf showed every relay thread as a Dispatch worker ("oot.default-qos").
+            l4lb_name_current_thread(self.name)
+            self.run()
+        }.start()
     }
 
     /// Gives up a loop whose thread never started (another address failed to bind).
