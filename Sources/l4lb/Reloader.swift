@@ -94,6 +94,9 @@ final class Reloader: Sendable {
         if fresh.proxy.relayThreads != self.application.settings.proxy.relayThreads {
             logger.warning("reload: --threads takes effect at the next start (or live upgrade, SIGUSR2)")
         }
+        if fresh.proxy.relayCPUs != self.application.settings.proxy.relayCPUs {
+            logger.warning("reload: --relay-cpus takes effect at the next start (or live upgrade, SIGUSR2)")
+        }
         logger.info(
             "reloaded; log files reopened",
             metadata: ["applied": "\(applied.isEmpty ? "nothing else" : applied.joined(separator: ", "))"]

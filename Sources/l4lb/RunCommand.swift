@@ -93,8 +93,17 @@ struct RunCommand: AsyncParsableCommand {
     )
     var drainTimeout = DurationFlag("10s")
 
-    @Option(parsing: .unconditional, help: "Event-loop threads; 0 = one per core.")
+    @Option(parsing: .unconditional, help: "Event-loop threads; 0 = one per core (or per CPU of --relay-cpus).")
     var threads: Int = 0
+
+    @Option(
+        name: .customLong("relay-cpus"),
+        help: ArgumentHelp(
+            "Pin relay thread N to the Nth CPU of this list, e.g. 0-3 or 2,3 (as HAProxy's cpu-map); default: unpinned.",
+            valueName: "cpus"
+        )
+    )
+    var relayCPUs: String?
 
     @Flag(help: "Expect a PROXY protocol v1 or v2 header on every client connection and use its client address.")
     var acceptProxyProtocol = false
@@ -265,6 +274,7 @@ struct RunCommand: AsyncParsableCommand {
         guard (0...1024).contains(self.threads) else {
             throw L4LBError(.invalidValue, "--threads must be in 0-1024 (0 = one per core)")
         }
+        let relayCPUs = try self.relayCPUs.map { text throws(L4LBError) in try Self.checkedCPUs(text) }
         guard let level = Logger.Level(rawValue: self.logLevel.lowercased()) else {
             throw L4LBError(
                 .invalidValue,
@@ -288,11 +298,28 @@ struct RunCommand: AsyncParsableCommand {
             connectAttempts: self.connectAttempts,
             retryOnReset: self.retryOnReset,
             drainTimeout: drainTimeout,
-            relayThreads: self.threads == 0 ? System.coreCount : self.threads,
+            relayThreads: self.threads != 0 ? self.threads : relayCPUs?.cpus.count ?? System.coreCount,
+            relayCPUs: relayCPUs,
             acceptProxyProtocol: self.acceptProxyProtocol ? proxyProtocolTimeout : nil,
             health: health,
             instanceID: self.instanceID ?? ProxyConfiguration.defaultInstanceID
         )
         return (configuration, policy, level)
+    }
+
+    /// `--relay-cpus`, parsed and held against the CPUs this process may use: a CPU it may not use
+    /// would leave its thread unpinned, so it is refused at start.
+    private static func checkedCPUs(_ text: String) throws(L4LBError) -> CPUList {
+        let list = try CPUList(parsing: text)
+        if let allowed = CPUAffinity.allowed() {
+            let missing = list.missing(from: allowed)
+            if !missing.isEmpty {
+                throw L4LBError(
+                    .invalidValue,
+                    "--relay-cpus: \(missing.count == 1 ? "CPU" : "CPUs") \(CPUList(cpus: missing)) not available to l4lb (allowed: \(allowed))"
+                )
+            }
+        }
+        return list
     }
 }

@@ -30,6 +30,8 @@ struct ExecutableTests {
             (["--connect-timeout", "0"], "--connect-timeout must be more than 0"),
             (["--no-such-flag"], "Unknown option '--no-such-flag'"),
             (["--threads", "two"], "The value 'two' is invalid for '--threads <threads>'"),
+            (["--relay-cpus", "3-1"], "--relay-cpus: '3-1' has the range '3-1', which runs backwards"),
+            (["--relay-cpus", "1000"], "--relay-cpus: CPU 1000 not available to l4lb (allowed: "),
             (["--connect-attempts", "0"], "--connect-attempts must be in 1-100"),
             (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
             (["--redis", "localhost:6379"], "expected redis://"),
@@ -63,6 +65,46 @@ struct ExecutableTests {
             #expect(names, "threads: \(Self.threadNames(of: process.pid).sorted())")
             #expect(Set(Self.threadNames(of: process.pid)).isSuperset(of: ["l4lb-relay-0", "l4lb-relay-1"]))
         }
+    }
+
+    @Test("--relay-cpus pins relay thread N to the Nth CPU listed, and alone sets the thread count")
+    func relayThreadsArePinned() async throws {
+        let allowed = try #require(CPUAffinity.allowed()).cpus
+        // Backwards, so that thread N's CPU is not simply N (on a one-CPU machine, that CPU alone).
+        let listed = allowed.count >= 2 ? [allowed[1], allowed[0]] : [allowed[0]]
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)",
+                "--relay-cpus", listed.map(String.init).joined(separator: ","),
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            // Without --threads, one relay thread per CPU listed.
+            let expected = Dictionary(uniqueKeysWithValues: listed.enumerated().map { ("l4lb-relay-\($0)", "\($1)") })
+            #expect(
+                await eventually { Self.relayCPUs(of: process.pid) == expected },
+                "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
+            )
+            // Pinned threads still relay.
+            #expect(try BlockingClient(port: port).readLine() == "a")
+        }
+    }
+
+    /// Each relay thread's name and the CPUs the kernel lets it run on (`Cpus_allowed_list`).
+    private static func relayCPUs(of pid: Int32) -> [String: String] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var found: [String: String] = [:]
+        for task in tasks {
+            guard
+                let name = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+                    .trimmingCharacters(in: .whitespacesAndNewlines), name.hasPrefix("l4lb-relay"),
+                let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+            else { continue }
+            found[name] = line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
+        }
+        return found
     }
 
     private static func threadNames(of pid: Int32) -> [String] {

@@ -54,4 +54,11 @@ int l4lb_memfd(const char *name);
 // show. Linux keeps 15 bytes; a longer name is cut, not refused.
 void l4lb_name_current_thread(const char *name);
 
+// The CPUs this process may run on (sched_getaffinity; CPU_ISSET is a macro Swift cannot call):
+// writes up to `capacity` CPU numbers, ascending, to `cpus` and returns how many, or -1.
+int l4lb_allowed_cpus(int *cpus, int capacity);
+
+// Pins the calling thread to one CPU (sched_setaffinity on the thread). 0, or an errno value.
+int l4lb_pin_current_thread(int cpu);
+
 #endif

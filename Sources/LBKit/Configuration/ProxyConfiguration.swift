@@ -26,6 +26,9 @@ public struct ProxyConfiguration: Sendable {
     public var drainTimeout: TimeAmount
     /// Relay threads (`--threads`); one per core by default.
     public var relayThreads: Int
+    /// Relay thread N runs only on the Nth CPU of this list (`--relay-cpus`); nil leaves the
+    /// threads to the scheduler.
+    public var relayCPUs: CPUList?
     /// Listen queue length asked of the kernel (capped by net.core.somaxconn).
     public var backlog: Int
     /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
@@ -54,6 +57,7 @@ public struct ProxyConfiguration: Sendable {
         retryOnReset: Bool = true,
         drainTimeout: TimeAmount = .seconds(10),
         relayThreads: Int = System.coreCount,
+        relayCPUs: CPUList? = nil,
         backlog: Int = 4096,
         maxPendingBytes: Int = 256 * 1024,
         acceptProxyProtocol: TimeAmount? = nil,
@@ -70,6 +74,7 @@ public struct ProxyConfiguration: Sendable {
         self.retryOnReset = retryOnReset
         self.drainTimeout = drainTimeout
         self.relayThreads = relayThreads
+        self.relayCPUs = relayCPUs
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
         self.acceptProxyProtocol = acceptProxyProtocol

@@ -93,7 +93,12 @@ public final class ProxyServer: Sendable {
         do {
             for index in 0..<threads {
                 loops.append(
-                    try RelayLoop(name: "l4lb-relay-\(index)", shared: self.shared, configuration: self.configuration)
+                    try RelayLoop(
+                        name: "l4lb-relay-\(index)",
+                        cpu: self.configuration.relayCPUs?.cpu(forThread: index),
+                        shared: self.shared,
+                        configuration: self.configuration
+                    )
                 )
             }
             // Without --max-connections every loop gets its own SO_REUSEPORT socket per address, and

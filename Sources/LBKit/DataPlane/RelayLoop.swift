@@ -62,6 +62,8 @@ final class RelayLoop: @unchecked Sendable {
 
     let shared: RelayShared
     let name: String
+    /// The one CPU this loop's thread runs on (`--relay-cpus`), or nil for any.
+    private let cpu: Int?
     private let epoll: Int32
     private let wake: Int32
     var listeners: [Listener] = []
@@ -97,8 +99,9 @@ final class RelayLoop: @unchecked Sendable {
     /// loop: see `deferClientShutdown`.
     var clientShutdowns = ClientShutdowns()
 
-    init(name: String, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
+    init(name: String, cpu: Int? = nil, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
         self.name = name
+        self.cpu = cpu
         self.shared = shared
         self.epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         self.wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -146,6 +149,14 @@ final class RelayLoop: @unchecked Sendable {
             // never reached it, and a new Linux thread keeps its creator's name. `top -H`, `ps -L` and
             // perf showed every relay thread as a Dispatch worker ("oot.default-qos").
             l4lb_name_current_thread(self.name)
+            if let cpu = self.cpu, let refusal = CPUAffinity.pinCurrentThread(to: cpu) {
+                // Checked at start against the CPUs allowed; one taken away since (a cgroup change)
+                // leaves the thread unpinned, not the proxy down.
+                self.shared.logger.warning(
+                    "relay thread not pinned",
+                    metadata: ["thread": "\(self.name)", "cpu": "\(cpu)", "error": "\(refusal)"]
+                )
+            }
             self.run()
         }.start()
     }
