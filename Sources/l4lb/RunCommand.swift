@@ -99,7 +99,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("relay-cpus"),
         help: ArgumentHelp(
-            "Pin relay thread N to the Nth CPU of this list, e.g. 0-3 or 2,3 (as HAProxy's cpu-map); default: unpinned.",
+            "Pin relay thread N to the Nth CPU of this list, e.g. 0-3 or 2,3 (as HAProxy's cpu-map), or 'auto' for every CPU l4lb may use; default: unpinned.",
             valueName: "cpus"
         )
     )
@@ -310,6 +310,13 @@ struct RunCommand: AsyncParsableCommand {
     /// `--relay-cpus`, parsed and held against the CPUs this process may use: a CPU it may not use
     /// would leave its thread unpinned, so it is refused at start.
     private static func checkedCPUs(_ text: String) throws(L4LBError) -> CPUList {
+        if text == "auto" {
+            // As nginx's `worker_cpu_affinity auto`: each allowed CPU in turn.
+            guard let allowed = CPUAffinity.allowed() else {
+                throw L4LBError(.invalidValue, "--relay-cpus: auto: the kernel would not say which CPUs l4lb may use")
+            }
+            return allowed
+        }
         let list = try CPUList(parsing: text)
         if let allowed = CPUAffinity.allowed() {
             let missing = list.missing(from: allowed)

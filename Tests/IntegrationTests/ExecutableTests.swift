@@ -91,6 +91,25 @@ struct ExecutableTests {
         }
     }
 
+    @Test("--relay-cpus auto starts a relay thread on each CPU l4lb may use, pinned to it")
+    func relayCPUsAuto() async throws {
+        let allowed = try #require(CPUAffinity.allowed()).cpus
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            let process = try L4LBProcess(arguments: [
+                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--relay-cpus", "auto",
+            ])
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            let expected = Dictionary(uniqueKeysWithValues: allowed.enumerated().map { ("l4lb-relay-\($0)", "\($1)") })
+            #expect(
+                await eventually { Self.relayCPUs(of: process.pid) == expected },
+                "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
+            )
+            #expect(try BlockingClient(port: port).readLine() == "a")
+        }
+    }
+
     /// Each relay thread's name and the CPUs the kernel lets it run on (`Cpus_allowed_list`).
     private static func relayCPUs(of pid: Int32) -> [String: String] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
