@@ -67,16 +67,19 @@ struct ExecutableTests {
         }
     }
 
-    @Test("--relay-cpus pins relay thread N to the Nth CPU listed, and alone sets the thread count")
-    func relayThreadsArePinned() async throws {
+    @Test(
+        "--relay-cpus pins relay thread N to the Nth CPU listed ('auto': every CPU allowed), one thread per CPU",
+        arguments: [false, true]
+    )
+    func relayThreadsArePinned(auto: Bool) async throws {
         let allowed = try #require(CPUAffinity.allowed()).cpus
-        // Backwards, so that thread N's CPU is not simply N (on a one-CPU machine, that CPU alone).
-        let listed = allowed.count >= 2 ? [allowed[1], allowed[0]] : [allowed[0]]
+        // Listed backwards, so that thread N's CPU is not simply N (on a one-CPU machine, that CPU alone).
+        let listed = auto ? allowed : allowed.count >= 2 ? [allowed[1], allowed[0]] : [allowed[0]]
         try await withTestResources { r in
             let backend = try await r.backend(.greet("a"))
             let process = try L4LBProcess(arguments: [
                 "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)",
-                "--relay-cpus", listed.map(String.init).joined(separator: ","),
+                "--relay-cpus", auto ? "auto" : listed.map(String.init).joined(separator: ","),
             ])
             r.onStop { process.kill() }
             let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
@@ -87,25 +90,6 @@ struct ExecutableTests {
                 "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
             )
             // Pinned threads still relay.
-            #expect(try BlockingClient(port: port).readLine() == "a")
-        }
-    }
-
-    @Test("--relay-cpus auto starts a relay thread on each CPU l4lb may use, pinned to it")
-    func relayCPUsAuto() async throws {
-        let allowed = try #require(CPUAffinity.allowed()).cpus
-        try await withTestResources { r in
-            let backend = try await r.backend(.greet("a"))
-            let process = try L4LBProcess(arguments: [
-                "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--relay-cpus", "auto",
-            ])
-            r.onStop { process.kill() }
-            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
-            let expected = Dictionary(uniqueKeysWithValues: allowed.enumerated().map { ("l4lb-relay-\($0)", "\($1)") })
-            #expect(
-                await eventually { Self.relayCPUs(of: process.pid) == expected },
-                "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
-            )
             #expect(try BlockingClient(port: port).readLine() == "a")
         }
     }
