@@ -7,6 +7,8 @@
 #include <sched.h>
 #include <spawn.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,4 +64,43 @@ int l4lb_pin_current_thread(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
+}
+
+int l4lb_take_process_nice(void) {
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)getpid());
+    if (nice == -1 && errno != 0) return errno;
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice) == 0 ? 0 : errno;
+}
+
+// The kernel's struct sched_attr (first version, 48 bytes): glibc 2.36 has no header for it.
+struct l4lb_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+};
+
+int l4lb_set_current_thread_slice(unsigned long long nanoseconds) {
+    int policy = sched_getscheduler(0);
+    if (policy < 0) return errno;
+    int resetOnFork = policy & SCHED_RESET_ON_FORK;
+    policy &= ~SCHED_RESET_ON_FORK;
+    // Only the fair policies have a slice; a thread an operator made real-time keeps its policy.
+    if (policy != SCHED_OTHER && policy != SCHED_BATCH) return 0;
+    // sched_setattr sets the nice value too: pass the thread's own, or an operator's `nice` is lost.
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    if (nice == -1 && errno != 0) return errno;
+    struct l4lb_sched_attr attr = {0};
+    attr.size = sizeof attr;
+    attr.sched_policy = (uint32_t)policy;
+    attr.sched_flags = resetOnFork ? 0x01 : 0;  // SCHED_FLAG_RESET_ON_FORK: kept, not cleared
+    attr.sched_nice = nice;
+    attr.sched_runtime = nanoseconds;
+    return syscall(SYS_sched_setattr, 0, &attr, 0) == 0 ? 0 : errno;
 }

@@ -56,7 +56,7 @@ struct L4LB: AsyncParsableCommand {
             guard Self.exitCode(for: error) != .success else { Self.exit(withError: error) }  // --help
             var message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "bad command line"
             if message.contains("<duration>") {
-                message += " (a duration: a non-negative number with ms, s, m or h, e.g. 3s)"
+                message += " (a duration: a non-negative number with us, ms, s, m or h, e.g. 3s)"
             }
             Self.exit(withError: exitWithOperatorError(message))
         }

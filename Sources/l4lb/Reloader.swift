@@ -97,6 +97,9 @@ final class Reloader: Sendable {
         if fresh.proxy.relayCPUs != self.application.settings.proxy.relayCPUs {
             logger.warning("reload: --relay-cpus takes effect at the next start (or live upgrade, SIGUSR2)")
         }
+        if fresh.proxy.relaySlice != self.application.settings.proxy.relaySlice {
+            logger.warning("reload: --relay-slice takes effect at the next start (or live upgrade, SIGUSR2)")
+        }
         logger.info(
             "reloaded; log files reopened",
             metadata: ["applied": "\(applied.isEmpty ? "nothing else" : applied.joined(separator: ", "))"]

@@ -105,6 +105,15 @@ struct RunCommand: AsyncParsableCommand {
     )
     var relayCPUs: String?
 
+    @Option(
+        name: .customLong("relay-slice"),
+        help: ArgumentHelp(
+            "The scheduler time slice each relay thread asks for (Linux 6.12+ EEVDF), 100us-100ms; 0 keeps the kernel's.",
+            valueName: "duration"
+        )
+    )
+    var relaySlice = SchedulerSlice.standard.description
+
     @Flag(help: "Expect a PROXY protocol v1 or v2 header on every client connection and use its client address.")
     var acceptProxyProtocol = false
 
@@ -275,6 +284,7 @@ struct RunCommand: AsyncParsableCommand {
             throw L4LBError(.invalidValue, "--threads must be in 0-1024 (0 = one per core)")
         }
         let relayCPUs = try self.relayCPUs.map { text throws(L4LBError) in try Self.checkedCPUs(text) }
+        let relaySlice = try SchedulerSlice.parse(self.relaySlice)
         guard let level = Logger.Level(rawValue: self.logLevel.lowercased()) else {
             throw L4LBError(
                 .invalidValue,
@@ -300,6 +310,7 @@ struct RunCommand: AsyncParsableCommand {
             drainTimeout: drainTimeout,
             relayThreads: self.threads != 0 ? self.threads : relayCPUs?.cpus.count ?? System.coreCount,
             relayCPUs: relayCPUs,
+            relaySlice: relaySlice,
             acceptProxyProtocol: self.acceptProxyProtocol ? proxyProtocolTimeout : nil,
             health: health,
             instanceID: self.instanceID ?? ProxyConfiguration.defaultInstanceID
@@ -312,13 +323,13 @@ struct RunCommand: AsyncParsableCommand {
     private static func checkedCPUs(_ text: String) throws(L4LBError) -> CPUList {
         if text == "auto" {
             // As nginx's `worker_cpu_affinity auto`: each allowed CPU in turn.
-            guard let allowed = CPUAffinity.allowed() else {
+            guard let allowed = ThreadScheduling.allowed() else {
                 throw L4LBError(.invalidValue, "--relay-cpus: auto: the kernel would not say which CPUs l4lb may use")
             }
             return allowed
         }
         let list = try CPUList(parsing: text)
-        if let allowed = CPUAffinity.allowed() {
+        if let allowed = ThreadScheduling.allowed() {
             let missing = list.missing(from: allowed)
             if !missing.isEmpty {
                 throw L4LBError(

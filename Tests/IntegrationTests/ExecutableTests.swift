@@ -32,6 +32,11 @@ struct ExecutableTests {
             (["--threads", "two"], "The value 'two' is invalid for '--threads <threads>'"),
             (["--relay-cpus", "3-1"], "--relay-cpus: '3-1' has the range '3-1', which runs backwards"),
             (["--relay-cpus", "1000"], "--relay-cpus: CPU 1000 not available to l4lb (allowed: "),
+            (
+                ["--relay-slice", "50us"],
+                "--relay-slice: '50us' is out of range (0 for the kernel's default, or 100us-100ms)"
+            ),
+            (["--relay-slice", "soon"], "--relay-slice: 'soon' is not a duration"),
             (["--connect-attempts", "0"], "--connect-attempts must be in 1-100"),
             (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
             (["--redis", "localhost:6379"], "expected redis://"),
@@ -72,7 +77,7 @@ struct ExecutableTests {
         arguments: [false, true]
     )
     func relayThreadsArePinned(auto: Bool) async throws {
-        let allowed = try #require(CPUAffinity.allowed()).cpus
+        let allowed = try #require(ThreadScheduling.allowed()).cpus
         // Listed backwards, so that thread N's CPU is not simply N (on a one-CPU machine, that CPU alone).
         let listed = auto ? allowed : allowed.count >= 2 ? [allowed[1], allowed[0]] : [allowed[0]]
         try await withTestResources { r in
@@ -90,6 +95,36 @@ struct ExecutableTests {
                 "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
             )
             // Pinned threads still relay.
+            #expect(try BlockingClient(port: port).readLine() == "a")
+        }
+    }
+
+    @Test(
+        "--relay-slice gives each relay thread that scheduler slice (300us by default, 0 the kernel's), and relay threads take the nice value l4lb was started with",
+        .enabled(if: SchedulerFacts.takesCustomSlices, "the kernel takes custom slices from Linux 6.12 (EEVDF)"),
+        arguments: [([String](), "300000"), (["--relay-slice", "2ms"], "2000000"), (["--relay-slice", "0"], "")]
+    )
+    func relayThreadsTakeTheirSlice(arguments: [String], expected: String) async throws {
+        try await withTestResources { r in
+            let backend = try await r.backend(.greet("a"))
+            // Under `nice -n 5`: a relay thread, started from a Dispatch worker (nice 0), must take the
+            // process's value, and sched_setattr, which sets the nice value too, must keep it.
+            let process = try L4LBProcess(
+                arguments: ["-n", "5", L4LBProcess.executableURL.path]
+                    + ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:\(backend.port)", "--threads", "2"]
+                    + arguments,
+                executable: URL(fileURLWithPath: "/usr/bin/nice")
+            )
+            r.onStop { process.kill() }
+            let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
+            // "0" leaves the kernel's slice: whatever the process's first thread has.
+            let slice =
+                expected.isEmpty ? try #require(SchedulerFacts.slice(pid: process.pid, task: process.pid)) : expected
+            let wanted = ["l4lb-relay-0": "\(slice) nice 5", "l4lb-relay-1": "\(slice) nice 5"]
+            #expect(
+                await eventually { SchedulerFacts.relayThreads(of: process.pid) == wanted },
+                "relay threads: \(SchedulerFacts.relayThreads(of: process.pid)); it printed: \(process.text)"
+            )
             #expect(try BlockingClient(port: port).readLine() == "a")
         }
     }

@@ -71,7 +71,7 @@ struct CPUListTests {
 
     @Test("the CPUs this process may use are read from the kernel, ascending, each once")
     func allowedFromTheKernel() throws {
-        let allowed = try #require(CPUAffinity.allowed())
+        let allowed = try #require(ThreadScheduling.allowed())
         #expect(!allowed.cpus.isEmpty)
         #expect(allowed.cpus == allowed.cpus.sorted())
         #expect(Set(allowed.cpus).count == allowed.cpus.count)

@@ -61,4 +61,15 @@ int l4lb_allowed_cpus(int *cpus, int capacity);
 // Pins the calling thread to one CPU (sched_setaffinity on the thread). 0, or an errno value.
 int l4lb_pin_current_thread(int cpu);
 
+// Gives the calling thread the process's nice value (its first thread's): a thread started from a
+// Dispatch worker has the worker's (0), not what `nice` or systemd's Nice= gave the process.
+// 0, or an errno value (EACCES: a higher priority than the thread has needs CAP_SYS_NICE).
+int l4lb_take_process_nice(void);
+
+// Asks the kernel's fair scheduler (EEVDF, Linux 6.12 and later) for a time slice of `nanoseconds`
+// for the calling thread: sched_setattr with sched_runtime, which glibc does not wrap. The thread's
+// policy and nice value are kept; a real-time thread (no slice) is left alone. Kernels before 6.12
+// accept the call and ignore the slice. 0, or an errno value.
+int l4lb_set_current_thread_slice(unsigned long long nanoseconds);
+
 #endif

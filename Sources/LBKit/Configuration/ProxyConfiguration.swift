@@ -29,6 +29,8 @@ public struct ProxyConfiguration: Sendable {
     /// Relay thread N runs only on the Nth CPU of this list (`--relay-cpus`); nil leaves the
     /// threads to the scheduler.
     public var relayCPUs: CPUList?
+    /// The scheduler slice each relay thread asks for (`--relay-slice`); nil keeps the kernel's.
+    public var relaySlice: SchedulerSlice?
     /// Listen queue length asked of the kernel (capped by net.core.somaxconn).
     public var backlog: Int
     /// Bytes a client may send before its backend connection is up; past this l4lb stops reading
@@ -58,6 +60,7 @@ public struct ProxyConfiguration: Sendable {
         drainTimeout: TimeAmount = .seconds(10),
         relayThreads: Int = System.coreCount,
         relayCPUs: CPUList? = nil,
+        relaySlice: SchedulerSlice? = .standard,
         backlog: Int = 4096,
         maxPendingBytes: Int = 256 * 1024,
         acceptProxyProtocol: TimeAmount? = nil,
@@ -75,6 +78,7 @@ public struct ProxyConfiguration: Sendable {
         self.drainTimeout = drainTimeout
         self.relayThreads = relayThreads
         self.relayCPUs = relayCPUs
+        self.relaySlice = relaySlice
         self.backlog = backlog
         self.maxPendingBytes = maxPendingBytes
         self.acceptProxyProtocol = acceptProxyProtocol

@@ -64,6 +64,8 @@ final class RelayLoop: @unchecked Sendable {
     let name: String
     /// The one CPU this loop's thread runs on (`--relay-cpus`), or nil for any.
     private let cpu: Int?
+    /// The scheduler slice this loop's thread asks for (`--relay-slice`), or nil for the kernel's.
+    private let slice: SchedulerSlice?
     private let epoll: Int32
     private let wake: Int32
     var listeners: [Listener] = []
@@ -102,6 +104,7 @@ final class RelayLoop: @unchecked Sendable {
     init(name: String, cpu: Int? = nil, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
         self.name = name
         self.cpu = cpu
+        self.slice = configuration.relaySlice
         self.shared = shared
         self.epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         self.wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -149,16 +152,39 @@ final class RelayLoop: @unchecked Sendable {
             // never reached it, and a new Linux thread keeps its creator's name. `top -H`, `ps -L` and
             // perf showed every relay thread as a Dispatch worker ("oot.default-qos").
             l4lb_name_current_thread(self.name)
-            if let cpu = self.cpu, let refusal = CPUAffinity.pinCurrentThread(to: cpu) {
-                // Checked at start against the CPUs allowed; one taken away since (a cgroup change)
-                // leaves the thread unpinned, not the proxy down.
-                self.shared.logger.warning(
-                    "relay thread not pinned",
-                    metadata: ["thread": "\(self.name)", "cpu": "\(cpu)", "error": "\(refusal)"]
-                )
-            }
+            self.takeSchedulingSettings()
             self.run()
         }.start()
+    }
+
+    /// On the new thread, before its loop runs: its CPU, nice value and slice, each as configured;
+    /// one the kernel refuses is a warning, not a stop.
+    private func takeSchedulingSettings() {
+        if let cpu = self.cpu, let refusal = ThreadScheduling.pinCurrentThread(to: cpu) {
+            // Checked at start against the CPUs allowed; one taken away since (a cgroup change)
+            // leaves the thread unpinned, not the proxy down.
+            self.shared.logger.warning(
+                "relay thread not pinned",
+                metadata: ["thread": "\(self.name)", "cpu": "\(cpu)", "error": "\(refusal)"]
+            )
+        }
+        // Started from a Dispatch worker, the thread has the worker's nice value, not the one an
+        // operator gave l4lb (`nice`, systemd's Nice=) for its data plane.
+        if let refusal = ThreadScheduling.takeProcessNice() {
+            self.shared.logger.warning(
+                "relay thread keeps its nice value, not the process's",
+                metadata: ["thread": "\(self.name)", "error": "\(refusal)"]
+            )
+        }
+        if let slice = self.slice,
+            let refusal = ThreadScheduling.setCurrentThreadSlice(slice)
+        {
+            // A seccomp profile may forbid sched_setattr: the thread runs with the kernel's slice.
+            self.shared.logger.warning(
+                "relay thread keeps the kernel's scheduler slice",
+                metadata: ["thread": "\(self.name)", "slice": "\(slice)", "error": "\(refusal)"]
+            )
+        }
     }
 
     /// Gives up a loop whose thread never started (another address failed to bind).
