@@ -65,10 +65,12 @@ struct ExecutableTests {
             _ = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
             // The relay threads have started by the time l4lb listens; the name is set first thing.
             let names = await eventually {
-                Self.threadNames(of: process.pid).filter { $0.hasPrefix("l4lb-relay") }.count == 2
+                ThreadFacts.threads(of: process.pid).filter { $0.name.hasPrefix("l4lb-relay") }.count == 2
             }
-            #expect(names, "threads: \(Self.threadNames(of: process.pid).sorted())")
-            #expect(Set(Self.threadNames(of: process.pid)).isSuperset(of: ["l4lb-relay-0", "l4lb-relay-1"]))
+            #expect(names, "threads: \(ThreadFacts.threads(of: process.pid).map(\.name).sorted())")
+            #expect(
+                Set(ThreadFacts.threads(of: process.pid).map(\.name)).isSuperset(of: ["l4lb-relay-0", "l4lb-relay-1"])
+            )
         }
     }
 
@@ -91,8 +93,8 @@ struct ExecutableTests {
             // Without --threads, one relay thread per CPU listed.
             let expected = Dictionary(uniqueKeysWithValues: listed.enumerated().map { ("l4lb-relay-\($0)", "\($1)") })
             #expect(
-                await eventually { Self.relayCPUs(of: process.pid) == expected },
-                "relay threads and their CPUs: \(Self.relayCPUs(of: process.pid)); it printed: \(process.text)"
+                await eventually { ThreadFacts.relayThreads(of: process.pid, ThreadFacts.allowedCPUs) == expected },
+                "relay threads and their CPUs: \(ThreadFacts.relayThreads(of: process.pid, ThreadFacts.allowedCPUs)); it printed: \(process.text)"
             )
             // Pinned threads still relay.
             #expect(try BlockingClient(port: port).readLine() == "a")
@@ -101,7 +103,7 @@ struct ExecutableTests {
 
     @Test(
         "--relay-slice gives each relay thread that scheduler slice (300us by default, 0 the kernel's), and relay threads take the nice value l4lb was started with",
-        .enabled(if: SchedulerFacts.takesCustomSlices, "the kernel takes custom slices from Linux 6.12 (EEVDF)"),
+        .enabled(if: ThreadFacts.takesCustomSlices, "the kernel takes custom slices from Linux 6.12 (EEVDF)"),
         arguments: [([String](), "300000"), (["--relay-slice", "2ms"], "2000000"), (["--relay-slice", "0"], "")]
     )
     func relayThreadsTakeTheirSlice(arguments: [String], expected: String) async throws {
@@ -119,37 +121,13 @@ struct ExecutableTests {
             let port = try #require(await process.listeningPort(), "no listening line in: \(process.text)")
             // "0" leaves the kernel's slice: whatever the process's first thread has.
             let slice =
-                expected.isEmpty ? try #require(SchedulerFacts.slice(pid: process.pid, task: process.pid)) : expected
+                expected.isEmpty ? try #require(ThreadFacts.slice(pid: process.pid, task: "\(process.pid)")) : expected
             let wanted = ["l4lb-relay-0": "\(slice) nice 5", "l4lb-relay-1": "\(slice) nice 5"]
             #expect(
-                await eventually { SchedulerFacts.relayThreads(of: process.pid) == wanted },
-                "relay threads: \(SchedulerFacts.relayThreads(of: process.pid)); it printed: \(process.text)"
+                await eventually { ThreadFacts.relayThreads(of: process.pid, ThreadFacts.sliceAndNice) == wanted },
+                "relay threads: \(ThreadFacts.relayThreads(of: process.pid, ThreadFacts.sliceAndNice)); it printed: \(process.text)"
             )
             #expect(try BlockingClient(port: port).readLine() == "a")
-        }
-    }
-
-    /// Each relay thread's name and the CPUs the kernel lets it run on (`Cpus_allowed_list`).
-    private static func relayCPUs(of pid: Int32) -> [String: String] {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        var found: [String: String] = [:]
-        for task in tasks {
-            guard
-                let name = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
-                    .trimmingCharacters(in: .whitespacesAndNewlines), name.hasPrefix("l4lb-relay"),
-                let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8),
-                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
-            else { continue }
-            found[name] = line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
-        }
-        return found
-    }
-
-    private static func threadNames(of pid: Int32) -> [String] {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return tasks.compactMap { task in
-            (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
-                .trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 
