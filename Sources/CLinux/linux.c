@@ -104,3 +104,8 @@ int l4lb_set_current_thread_slice(unsigned long long nanoseconds) {
     attr.sched_runtime = nanoseconds;
     return syscall(SYS_sched_setattr, 0, &attr, 0) == 0 ? 0 : errno;
 }
+
+const char *l4lb_errno_text(int code) {
+    const char *text = strerrordesc_np(code);
+    return text != NULL ? text : "unknown error";
+}

@@ -11,7 +11,7 @@ struct RelayMachineTests {
     /// A machine that has picked a backend and is connecting to it.
     func connecting(_ settings: RelayMachine.Settings = .init()) -> RelayMachine {
         var machine = RelayMachine(settings: settings)
-        #expect(machine.handle(.accepted) == Actions(start: .pickBackend))
+        #expect(machine.handle(.accepted) == Actions(start: .pickBackend, timer: .connect))
         #expect(machine.phase == .connecting)
         return machine
     }
@@ -30,7 +30,7 @@ struct RelayMachineTests {
         var machine = self.connecting()
         #expect(machine.mayRead(from: .client))
         #expect(!machine.mayRead(from: .backend))
-        #expect(machine.handle(.connected(keptBytes: 12)) == Actions(start: .relay(keepForReplay: true)))
+        #expect(machine.handle(.connected(keptBytes: 12)) == Actions(start: .relay(keepForReplay: true), timer: .idle))
         #expect(machine.phase == .trial)
         #expect(machine.keepsSentBytes)
         // The kept bytes are queued toward the backend until the loop reports them written.
@@ -47,14 +47,14 @@ struct RelayMachineTests {
     @Test("with --no-retry-on-reset, on the last attempt, or past the replay limit there is no trial")
     func noTrial() {
         var off = self.connecting(.init(retryOnReset: false))
-        #expect(off.handle(.connected(keptBytes: 0)) == Actions(start: .relay(keepForReplay: false)))
+        #expect(off.handle(.connected(keptBytes: 0)) == Actions(start: .relay(keepForReplay: false), timer: .idle))
         #expect(off.phase == .relaying)
 
         var last = self.connecting(.init(connectAttempts: 1))
-        #expect(last.handle(.connected(keptBytes: 0)) == Actions(start: .relay(keepForReplay: false)))
+        #expect(last.handle(.connected(keptBytes: 0)) == Actions(start: .relay(keepForReplay: false), timer: .idle))
 
         var big = self.connecting(.init(maxKeptBytes: 100))
-        #expect(big.handle(.connected(keptBytes: 101)) == Actions(start: .relay(keepForReplay: false)))
+        #expect(big.handle(.connected(keptBytes: 101)) == Actions(start: .relay(keepForReplay: false), timer: .idle))
     }
 
     @Test("a failed connect is reported and retried elsewhere until the attempts are used up")
@@ -62,11 +62,12 @@ struct RelayMachineTests {
         var machine = self.connecting(.init(connectAttempts: 3))
         #expect(
             machine.handle(.connectFailed(.refused))
-                == Actions(start: .retryElsewhere, health: .connectFailed(.refused))
+                == Actions(start: .retryElsewhere, timer: .connect, health: .connectFailed(.refused))
         )
         #expect(machine.attempts == 2)
         #expect(
-            machine.handle(.connectTimedOut) == Actions(start: .retryElsewhere, health: .connectFailed(.timeout))
+            machine.handle(.connectTimedOut)
+                == Actions(start: .retryElsewhere, timer: .connect, health: .connectFailed(.timeout))
         )
         #expect(machine.attempts == 3)
         #expect(
@@ -91,11 +92,11 @@ struct RelayMachineTests {
         _ = machine.handle(.endOfInput(.client))
         #expect(
             machine.handle(.failed(.backend, reset: true))
-                == Actions(start: .retryElsewhere, health: .connectFailed(.reset))
+                == Actions(start: .retryElsewhere, timer: .connect, health: .connectFailed(.reset))
         )
         #expect(machine.phase == .connecting)
         // The next backend gets the kept bytes, then the client's EOF once they are written.
-        #expect(machine.handle(.connected(keptBytes: 40)) == Actions(start: .relay(keepForReplay: true)))
+        #expect(machine.handle(.connected(keptBytes: 40)) == Actions(start: .relay(keepForReplay: true), timer: .idle))
         #expect(machine.handle(.drained(.backend)) == Actions(shutdownBackendWrite: true))
     }
 
@@ -107,7 +108,8 @@ struct RelayMachineTests {
         // Trial ended by the replay limit: the backend never answered, so health still hears of it.
         var committed = self.connecting()
         _ = committed.handle(.connected(keptBytes: 0))
-        #expect(committed.handle(.keptBytesExceeded) == Actions(dropKeptBytes: true))
+        #expect(committed.handle(.keptBytes(256 * 1024)) == .none)
+        #expect(committed.handle(.keptBytes(256 * 1024 + 1)) == Actions(dropKeptBytes: true))
         #expect(
             committed.handle(.failed(.backend, reset: true))
                 == Actions(health: .connectFailed(.reset), end: .abort(.backendError))
@@ -115,6 +117,32 @@ struct RelayMachineTests {
 
         var client = self.relaying()
         #expect(client.handle(.failed(.client, reset: true)) == Actions(end: .abort(.clientError)))
+    }
+
+    @Test("only the idle timer restarts on traffic: the PROXY-header and connect deadlines are absolute")
+    func timerKinds() {
+        var proxied = RelayMachine(settings: .init(waitsForProxyHeader: true))
+        #expect(proxied.handle(.accepted) == Actions(start: .awaitProxyHeader, timer: .proxyHeader))
+        // A client trickling an unfinished header must not push its deadline back.
+        #expect(!proxied.restartsTimerOnTraffic)
+        #expect(proxied.handle(.proxyHeaderReceived) == Actions(start: .pickBackend, timer: .connect))
+        // Nor may client bytes sent while the backend has not answered the SYN.
+        #expect(!proxied.restartsTimerOnTraffic)
+        _ = proxied.handle(.connected(keptBytes: 0))
+        #expect(proxied.runningTimer == .idle)
+        #expect(proxied.restartsTimerOnTraffic)
+        _ = proxied.handle(.idleTimedOut(unacknowledged: false))
+        #expect(proxied.runningTimer == nil)
+        #expect(!proxied.restartsTimerOnTraffic)
+    }
+
+    @Test("in panic mode a client may try more backends than --connect-attempts")
+    func panicAttempts() {
+        var machine = self.connecting(.init(connectAttempts: 1))
+        machine.allowAttempts(atLeast: 3)
+        #expect(machine.handle(.connectFailed(.refused)).start == .retryElsewhere)
+        #expect(machine.handle(.connectFailed(.refused)).start == .retryElsewhere)
+        #expect(machine.handle(.connectFailed(.refused)).end == .close(.noBackend))
     }
 
     @Test("half-close: each EOF becomes a write shutdown of the other side; both ends close the connection")
@@ -159,9 +187,9 @@ struct RelayMachineTests {
     func proxyHeader() {
         let settings = RelayMachine.Settings(waitsForProxyHeader: true)
         var machine = RelayMachine(settings: settings)
-        #expect(machine.handle(.accepted) == Actions(start: .awaitProxyHeader))
+        #expect(machine.handle(.accepted) == Actions(start: .awaitProxyHeader, timer: .proxyHeader))
         #expect(machine.mayRead(from: .client))
-        #expect(machine.handle(.proxyHeaderReceived) == Actions(start: .pickBackend))
+        #expect(machine.handle(.proxyHeaderReceived) == Actions(start: .pickBackend, timer: .connect))
 
         var refused = RelayMachine(settings: settings)
         _ = refused.handle(.accepted)

@@ -72,4 +72,8 @@ int l4lb_take_process_nice(void);
 // accept the call and ignore the slice. 0, or an errno value.
 int l4lb_set_current_thread_slice(unsigned long long nanoseconds);
 
+// The text of an errno value (strerrordesc_np, glibc 2.32+): thread-safe, unlike strerror, whose
+// buffer relay threads would share. Never NULL.
+const char *l4lb_errno_text(int code);
+
 #endif

@@ -9,9 +9,10 @@ import Glibc
 /// only when bytes must wait (a socket that would not take them, a backend still connecting, a
 /// trial) and freed as soon as the queue is empty, so an idle connection holds none.
 ///
-/// A plain struct over malloc'd memory, not a class: it lives in a relay slot and is freed by the
-/// loop with `release()` when the slot is.
-struct ByteQueue {
+/// A non-copyable struct over malloc'd memory, not a class: it lives in a relay slot, two copies can
+/// never free one buffer, and the buffer is freed when the queue is dropped (the slot reset), so no
+/// path that ends a connection can leak it.
+struct ByteQueue: ~Copyable {
     private var storage: UnsafeMutableRawPointer?
     private var capacity = 0
     private var start = 0
@@ -22,6 +23,10 @@ struct ByteQueue {
     private static let minimumCapacity = 2048
 
     init() {}
+
+    deinit {
+        free(self.storage)
+    }
 
     /// Bytes not yet written.
     var unsentCount: Int { self.end - self.sent }
@@ -71,10 +76,13 @@ struct ByteQueue {
         self.releaseIfEmpty()
     }
 
+    /// Frees the storage now.
     mutating func release() {
-        free(self.storage)
         self = ByteQueue()
     }
+
+    /// Whether the queue holds a buffer (for the leak checks of the tests).
+    var holdsStorage: Bool { self.storage != nil }
 
     private mutating func releaseIfEmpty() {
         if self.start == self.end, self.storage != nil {

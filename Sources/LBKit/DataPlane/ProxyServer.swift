@@ -20,7 +20,7 @@ public final class ProxyServer: Sendable {
     private let ownsGroup: Bool
     private let shared: RelayShared
     private let logger: Logger
-    private let loops = NIOLockedValueBox<[RelayLoop]>([])
+    private let loops = NIOLockedValueBox<[RelayLoop<SystemKernel>]>([])
     private let bound = NIOLockedValueBox<[SocketAddress]>([])
     /// Every listening socket open now, with its address: what an upgrade hands to the new process.
     private let listenerSockets = NIOLockedValueBox<[(fd: Int32, local: RawSocketAddress)]>([])
@@ -74,6 +74,10 @@ public final class ProxyServer: Sendable {
     public var acceptPauses: Int { self.shared.pauseCount }
     /// Clients handed by the relay thread that accepted them to a less-loaded one.
     public var acceptHandOvers: Int { self.shared.handOverCount }
+    /// epoll events dropped because their socket closed earlier in the same batch (`RelayToken`).
+    public var staleEvents: Int { self.shared.staleEventCount }
+    /// Backend connects refused because no local port was free: l4lb's shortage, not a backend's.
+    public var noFreePorts: Int { self.shared.noFreePortsCount }
     /// Clients each relay thread serves now (balanced by `AcceptBalance`).
     public var connectionsPerThread: [Int] {
         self.loops.withLockedValue { loops in loops.map { $0.load.load(ordering: .relaxed) } }
@@ -87,7 +91,7 @@ public final class ProxyServer: Sendable {
     @discardableResult
     public func start() async throws -> [SocketAddress] {
         let threads = max(1, self.configuration.relayThreads)
-        var loops: [RelayLoop] = []
+        var loops: [RelayLoop<SystemKernel>] = []
         var addresses: [SocketAddress] = []
         var listening: [Int32] = []
         do {
@@ -96,6 +100,7 @@ public final class ProxyServer: Sendable {
                     try RelayLoop(
                         name: "l4lb-relay-\(index)",
                         cpu: self.configuration.relayCPUs?.cpu(forThread: index),
+                        kernel: SystemKernel(),
                         shared: self.shared,
                         configuration: self.configuration
                     )
@@ -172,7 +177,12 @@ public final class ProxyServer: Sendable {
 
     /// Handed sockets go to the loops: one each when there are enough and no limit asks for one
     /// queue; otherwise every loop watches every one (shared, EPOLLEXCLUSIVE).
-    private static func adopt(_ sockets: [InheritedListener], loops: [RelayLoop], wildcard: Bool, shared: Bool) {
+    private static func adopt(
+        _ sockets: [InheritedListener],
+        loops: [RelayLoop<SystemKernel>],
+        wildcard: Bool,
+        shared: Bool
+    ) {
         if shared || sockets.count < loops.count {
             for socket in sockets {
                 for loop in loops {
@@ -193,7 +203,7 @@ public final class ProxyServer: Sendable {
     /// --max-connections). Returns the descriptors and the address bound.
     private static func open(
         _ target: RawSocketAddress,
-        loops: [RelayLoop],
+        loops: [RelayLoop<SystemKernel>],
         shared: Bool,
         wildcard: Bool,
         backlog: Int
@@ -277,7 +287,7 @@ public final class ProxyServer: Sendable {
         }
         let release = ListenerRelease(loops: loops.count, fds: closing)
         for (index, loop) in loops.enumerated() {
-            var adding: [RelayLoop.Listener] = []
+            var adding: [RelayListener] = []
             for opening in openings {
                 let fd = shared ? opening.fds[0] : opening.fds[index]
                 adding.append(.init(fd: fd, local: opening.bound, wildcard: opening.wildcard, shared: shared))

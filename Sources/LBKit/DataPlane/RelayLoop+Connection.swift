@@ -9,6 +9,9 @@ import Glibc
 /// The I/O of one connection: what the loop does for each socket event and each of the machine's
 /// actions. Every function takes the slot index and re-reads the slot after anything that may
 /// have ended the connection (`isAlive`), because ending it recycles the slot.
+///
+/// Which timer runs, when the backend has answered and when too many bytes are kept for a replay
+/// are the machine's decisions; this code reports what the sockets did and carries out the rest.
 extension RelayLoop {
     /// Feeds `event` to the slot's machine and carries out what it returns.
     func handle(_ event: RelayMachine.Event, slot: Int) {
@@ -29,7 +32,7 @@ extension RelayLoop {
             self.slots[slot].toBackend.dropSent()
         }
         if actions.shutdownBackendWrite {
-            SocketCalls.shutdownWrite(self.slots[slot].backendFD)
+            SocketCalls.shutdownWrite(self.kernel, self.slots[slot].backendFD)
         }
         if actions.shutdownClientWrite {
             self.clientShutdowns.put(slot: slot, generation: self.slots[slot].generation)
@@ -38,11 +41,13 @@ extension RelayLoop {
             self.finish(slot: slot, end)
             return
         }
+        if let timer = actions.timer {
+            self.deadlines.start(timer, slot: slot, now: self.now)
+        }
         switch actions.start {
-        case nil:
+        case nil, .awaitProxyHeader:
+            // The PROXY header's timer is started above; the client is read as soon as it sends.
             break
-        case .awaitProxyHeader:
-            self.deadlines.start(.proxyHeader, slot: slot, now: self.now)
         case .pickBackend:
             self.connectToBackend(slot: slot)
         case .retryElsewhere:
@@ -66,7 +71,7 @@ extension RelayLoop {
     func passOnClientShutdowns() {
         self.clientShutdowns.due { slot, generation in
             guard self.slots[slot].inUse, self.slots[slot].generation == generation else { return }
-            SocketCalls.shutdownWrite(self.slots[slot].clientFD)
+            SocketCalls.shutdownWrite(self.kernel, self.slots[slot].clientFD)
         }
     }
 
@@ -78,6 +83,7 @@ extension RelayLoop {
             self.backendConnectEvent(events, slot: slot)
         } else if events & EPOLLERR.rawValue != 0 {
             let code = SocketCalls.pendingError(
+                self.kernel,
                 side == .client ? self.slots[slot].clientFD : self.slots[slot].backendFD
             )
             self.handle(.failed(side, reset: code == ECONNRESET || code == EPIPE), slot: slot)
@@ -116,7 +122,7 @@ extension RelayLoop {
 
     private func backendConnectEvent(_ events: UInt32, slot: Int) {
         if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
-            let code = SocketCalls.pendingError(self.slots[slot].backendFD)
+            let code = SocketCalls.pendingError(self.kernel, self.slots[slot].backendFD)
             self.handle(.connectFailed(SocketCalls.failureKind(errno: code == 0 ? ECONNRESET : code)), slot: slot)
             return
         }
@@ -124,7 +130,6 @@ extension RelayLoop {
         // Connected: no getsockopt needed, EPOLLOUT without EPOLLERR says so.
         if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0 { self.slots[slot].backendReadable = true }
         if events & EPOLLRDHUP.rawValue != 0 { self.slots[slot].backendFinArrived = true }
-        self.deadlines.start(.idle, slot: slot, now: self.now)
         self.handle(.connected(keptBytes: self.slots[slot].toBackend.storedCount), slot: slot)
     }
 
@@ -143,7 +148,7 @@ extension RelayLoop {
                 if capacity <= 0 { return }
             }
             let fd = side == .client ? self.slots[slot].clientFD : self.slots[slot].backendFD
-            switch SocketCalls.receive(fd, into: self.scratch, capacity: capacity) {
+            switch SocketCalls.receive(self.kernel, fd, into: self.scratch, capacity: capacity) {
             case .success(0):
                 self.setReadable(side, false, slot: slot)
                 self.endOfInput(side, slot: slot)
@@ -152,7 +157,9 @@ extension RelayLoop {
                 // A short read emptied the socket: with edge triggering, more input brings a new event.
                 let drained = count < capacity
                 if drained { self.setReadable(side, false, slot: slot) }
-                self.deadlines.restart(slot: slot, now: self.now)
+                if self.slots[slot].machine.restartsTimerOnTraffic {
+                    self.deadlines.restart(slot: slot, now: self.now)
+                }
                 self.received(count, from: side, slot: slot)
                 let finArrived =
                     side == .client ? self.slots[slot].clientFinArrived : self.slots[slot].backendFinArrived
@@ -203,7 +210,7 @@ extension RelayLoop {
                 break
             }
         case .backend:
-            if self.slots[slot].bytesFromBackend == 0 {
+            if self.slots[slot].machine.awaitsBackendAnswer {
                 self.handle(.backendAnswered, slot: slot)
                 guard self.slots[slot].inUse else { return }
             }
@@ -223,16 +230,13 @@ extension RelayLoop {
             self.appendToQueue(bytes, side: side, slot: slot)
             let generation = self.slots[slot].generation
             self.flush(toward: side, slot: slot)
-            if keep, self.isAlive(slot, generation), self.slots[slot].machine.keepsSentBytes,
-                self.slots[slot].toBackend.storedCount > self.shared.machineSettings.maxKeptBytes
-            {
-                // Too much to replay: the client stays with this backend.
-                self.handle(.keptBytesExceeded, slot: slot)
+            if keep, self.isAlive(slot, generation), self.slots[slot].machine.keepsSentBytes {
+                self.handle(.keptBytes(self.slots[slot].toBackend.storedCount), slot: slot)
             }
             return
         }
         let fd = side == .client ? self.slots[slot].clientFD : self.slots[slot].backendFD
-        switch SocketCalls.send(fd, bytes) {
+        switch SocketCalls.send(self.kernel, fd, bytes) {
         case .success(let written):
             if written < bytes.count {
                 self.appendToQueue(UnsafeRawBufferPointer(rebasing: bytes[written...]), side: side, slot: slot)
@@ -258,7 +262,7 @@ extension RelayLoop {
             if fd >= 0 { self.handle(.drained(side), slot: slot) }
             return
         }
-        switch SocketCalls.send(fd, unsent) {
+        switch SocketCalls.send(self.kernel, fd, unsent) {
         case .success(let written):
             let left: Bool
             switch side {
@@ -269,7 +273,9 @@ extension RelayLoop {
                 self.slots[slot].toBackend.markSent(written, keep: self.slots[slot].machine.keepsSentBytes)
                 left = self.slots[slot].toBackend.hasUnsent
             }
-            if written > 0 { self.deadlines.restart(slot: slot, now: self.now) }
+            if written > 0, self.slots[slot].machine.restartsTimerOnTraffic {
+                self.deadlines.restart(slot: slot, now: self.now)
+            }
             self.handle(left ? .writeBlocked(side) : .drained(side), slot: slot)
         case .failure(let failure):
             self.handle(.failed(side, reset: failure == .reset), slot: slot)
@@ -284,6 +290,10 @@ extension RelayLoop {
             self.slots[slot].table = self.shared.router.table
         }
         guard let table = self.slots[slot].table else { preconditionFailure("no routing table") }
+        if self.shared.router.panic.isOn {
+            // Every backend is retired, a live one among them perhaps: try each before refusing.
+            self.slots[slot].machine.allowAttempts(atLeast: table.pool.count)
+        }
         guard let index = table.selector.pick(for: self.slots[slot].client, excluding: self.slots[slot].excluded)
         else {
             self.handle(.noBackendAvailable, slot: slot)
@@ -305,21 +315,34 @@ extension RelayLoop {
         if self.slots[slot].backendsTried == 1, let version = self.shared.sendProxyProtocol {
             self.prependProxyHeader(version, slot: slot)
         }
-        switch SocketCalls.connect(to: backend.rawAddress) {
+        switch SocketCalls.connect(self.kernel, to: backend.rawAddress) {
         case .inProgress(let fd):
             self.slots[slot].backendFD = fd
-            self.register(fd, slot: slot, side: .backend)
-            self.deadlines.start(.connect, slot: slot, now: self.now)
+            guard self.register(fd, slot: slot, side: .backend) else {
+                self.handle(.localResourcesExhausted, slot: slot)
+                return
+            }
         case .connected(let fd):
             self.slots[slot].backendFD = fd
-            self.register(fd, slot: slot, side: .backend)
-            self.deadlines.start(.idle, slot: slot, now: self.now)
+            guard self.register(fd, slot: slot, side: .backend) else {
+                self.handle(.localResourcesExhausted, slot: slot)
+                return
+            }
             self.handle(.connected(keptBytes: self.slots[slot].toBackend.storedCount), slot: slot)
         case .failed(.outOfResources):
             self.shared.resourceLog.warning(
                 self.shared.logger,
                 "out of file descriptors: cannot open a backend connection; closing the client",
                 metadata: ["client": "\(self.slots[slot].client)"]
+            )
+            self.handle(.localResourcesExhausted, slot: slot)
+        case .failed(.noFreePorts):
+            // l4lb's shortage, not the backend's: nothing is charged to it (HAProxy's "no free ports").
+            self.shared.countNoFreePorts()
+            self.shared.portLog.warning(
+                self.shared.logger,
+                "no free local port for a backend connection; closing the client (widen net.ipv4.ip_local_port_range, or add backend addresses)",
+                metadata: ["backend": "\(backend)", "client": "\(self.slots[slot].client)"]
             )
             self.handle(.localResourcesExhausted, slot: slot)
         case .failed(let failure):
@@ -334,12 +357,12 @@ extension RelayLoop {
         // Only a wildcard listener needs to ask which of its addresses the client reached.
         let local =
             listener.wildcard
-            ? ClientAddress(SocketCalls.localAddress(self.slots[slot].clientFD)) : ClientAddress(listener.local)
+            ? ClientAddress(self.kernel.localAddress(self.slots[slot].clientFD) ?? listener.local)
+            : ClientAddress(listener.local)
         let header = ProxyProtocolEncoder.header(version, client: self.slots[slot].client, local: local)
         var queue = ByteQueue()
         header.withUnsafeBytes { queue.append($0) }
         queue.append(self.slots[slot].toBackend.unsent)
-        self.slots[slot].toBackend.release()
         self.slots[slot].toBackend = queue
     }
 
@@ -367,9 +390,11 @@ extension RelayLoop {
     private func abandonBackend(slot: Int) {
         guard let backend = self.slots[slot].backend else { return }
         if self.slots[slot].backendFD >= 0 {
-            close(self.slots[slot].backendFD)
+            SocketCalls.close(self.kernel, self.slots[slot].backendFD)
             self.slots[slot].backendFD = -1
         }
+        // Events still queued for the closed socket are dropped, not taken for the next attempt's.
+        self.slots[slot].backendRegistration = 0
         backend.counters.connectionEnded()
         self.slots[slot].table?.policy.connectionClosed(to: backend)
         self.slots[slot].excluded.insert(self.slots[slot].backendIndex)
@@ -425,7 +450,7 @@ extension RelayLoop {
             self.slots[slot].table?.policy.connectionClosed(to: backend)
         }
         if reason == .noBackend {
-            let exhausted = self.slots[slot].machine.attempts >= self.shared.machineSettings.connectAttempts
+            let exhausted = self.slots[slot].machine.attempts >= self.slots[slot].machine.attemptLimit
             self.shared.noBackendLog.warning(
                 self.shared.logger,
                 "closing client: \(exhausted ? "connect attempts exhausted" : "no backend available")",
@@ -451,14 +476,12 @@ extension RelayLoop {
         let clientFD = self.slots[slot].clientFD
         let backendFD = self.slots[slot].backendFD
         if abort {
-            SocketCalls.closeWithReset(clientFD)
-            if backendFD >= 0 { SocketCalls.closeWithReset(backendFD) }
+            SocketCalls.closeWithReset(self.kernel, clientFD)
+            if backendFD >= 0 { SocketCalls.closeWithReset(self.kernel, backendFD) }
         } else {
-            close(clientFD)
-            if backendFD >= 0 { close(backendFD) }
+            SocketCalls.close(self.kernel, clientFD)
+            if backendFD >= 0 { SocketCalls.close(self.kernel, backendFD) }
         }
-        self.slots[slot].toBackend.release()
-        self.slots[slot].toClient.release()
         self.recycle(slot: slot)
     }
 }

@@ -9,57 +9,28 @@ import Glibc
 #endif
 
 /// One relay thread: an edge-triggered epoll loop that accepts clients from the listening sockets
-/// it shares with the other relay threads, connects them to backends and relays their bytes, with every connection's state in a
-/// slab of `RelaySlot`s. The decisions are `RelayMachine`'s; this type only does the system calls.
+/// it shares with the other relay threads, connects them to backends and relays their bytes, with
+/// every connection's state in a slab of `RelaySlot`s. The decisions are `RelayMachine`'s; this type
+/// only does the system calls, through `Kernel` (`SystemKernel` in production, a simulated kernel in
+/// the tests).
 ///
 /// What a connection costs it, by design (HAProxy's connection layer is the model):
 /// - each socket is added to epoll once, for both directions, and leaves it by `close`;
 /// - addresses come from `accept4` and the pre-resolved backend, and are never asked for;
-/// - accepted sockets inherit TCP_NODELAY from the listener;
+/// - accepted sockets inherit TCP_NODELAY and SO_KEEPALIVE from the listener;
 /// - timers are lists in the slab (`DeadlineLists`), not kernel timers;
 /// - bytes go through one per-thread buffer and are copied only when a peer cannot take them.
 ///
 /// Threading: everything but `post` runs on the loop's thread.
-final class RelayLoop: @unchecked Sendable {
-    enum Command {
-        /// A slot freed somewhere while this loop's listeners were paused at `--max-connections`.
-        case resumeAccepting
-        case stopAccepting
-        /// Close every open connection (the drain timeout passed).
-        case closeAll
-        /// Close everything and end the thread.
-        case stop
-        /// Start watching `add`, stop watching the listeners on `remove` (a reload changed
-        /// --listen); then tell `release`, which closes the removed sockets once every loop is done.
-        case changeListeners(add: [Listener], remove: [RawSocketAddress], release: ListenerRelease)
-        /// Serve a client another loop accepted (`AcceptBalance`), on a listener for `local`.
-        case adoptClient(fd: Int32, peer: RawSocketAddress, local: Listener)
+final class RelayLoop<Kernel: RelayKernel>: RelayCommandTarget, @unchecked Sendable {
+    /// Commands from other threads, and whether the loop still takes them. One lock guards both and
+    /// the write to the wake-up descriptor, so that no post writes to it once the loop has closed it.
+    private struct Mailbox {
+        var commands: [RelayCommand] = []
+        var open = true
     }
 
-    struct Listener {
-        var fd: Int32
-        var local: RawSocketAddress
-        /// Bound to 0.0.0.0 or ::, so a client's local address must be asked for (PROXY headers only).
-        var wildcard: Bool
-        /// One socket watched by every loop (closed by the last loop to stop), or this loop's own
-        /// SO_REUSEPORT socket (closed by this loop).
-        var shared: Bool
-    }
-
-    /// epoll tokens: a connection's is its slot, side and generation; these two are reserved.
-    enum Token {
-        static let wake = UInt64.max
-        static let listenerTag: UInt64 = 0xFFFF_FFFE_0000_0000
-        static let backendBit: UInt64 = 1 << 31
-        static let maximumGeneration: UInt32 = 0xFFFF_FFFD
-
-        static func listener(_ index: Int) -> UInt64 { Self.listenerTag | UInt64(index) }
-
-        static func connection(slot: Int, side: RelayMachine.Side, generation: UInt32) -> UInt64 {
-            UInt64(generation) << 32 | (side == .backend ? Self.backendBit : 0) | UInt64(slot)
-        }
-    }
-
+    let kernel: Kernel
     let shared: RelayShared
     let name: String
     /// The one CPU this loop's thread runs on (`--relay-cpus`), or nil for any.
@@ -68,26 +39,27 @@ final class RelayLoop: @unchecked Sendable {
     private let slice: SchedulerSlice?
     private let epoll: Int32
     private let wake: Int32
-    var listeners: [Listener] = []
+    var listeners: [RelayListener] = []
     private var listenersArmed = true
     /// Set once this loop has stopped accepting for good (it tells RelayShared once).
     private var stoppedAccepting = false
     /// Set while the listeners are off because descriptors ran out: when to try again.
     private var acceptRetryAt: UInt64?
-    var slots: [RelaySlot] = []
+    var slots = SlotSlab()
     private var freeSlots: [Int32] = []
+    /// The last epoll registration id given out (`RelayToken`).
+    private var lastRegistration: UInt32 = 0
     var deadlines: DeadlineLists
     /// The loop's one read buffer.
     let scratch: UnsafeMutableRawPointer
-    static let scratchSize = 64 * 1024
-    private static let maximumEvents: Int32 = 256
-    /// Clients accepted per listener event before the loop turns to other work. Small, as HAProxy's
-    /// tune.maxaccept (4): each accepted client's backend connect completes within the call on
-    /// loopback, and its request can only follow once this turn of the loop is over. With 64 a
-    /// turn, the backend held each new connection idle about 2 ms (median) before the request came.
-    static let acceptBatch = 4
+    static var scratchSize: Int { 64 * 1024 }
+    private static var maximumEvents: Int32 { 256 }
+    /// Clients accepted per listener event before the loop turns to other work: few, as HAProxy's
+    /// tune.maxaccept, so that each accepted client's request, which can only come once this turn
+    /// is over, reaches its backend soon (docs/performance.md).
+    static var acceptBatch: Int { 4 }
     private let events: UnsafeMutablePointer<epoll_event>
-    private let commands = NIOLockedValueBox<[Command]>([])
+    private let mailbox = NIOLockedValueBox(Mailbox())
     private var running = true
     /// Monotonic nanoseconds, read once per loop iteration (vDSO: no system call).
     var now: UInt64 = 0
@@ -98,19 +70,31 @@ final class RelayLoop: @unchecked Sendable {
     /// The other loops of the server; set before `start`, emptied when the thread ends.
     var siblings: [RelayLoop] = []
     /// Client FINs to pass on (a write shutdown of the client socket), put off by one turn of the
-    /// loop: see `deferClientShutdown`.
+    /// loop: see `passOnClientShutdowns`.
     var clientShutdowns = ClientShutdowns()
 
-    init(name: String, cpu: Int? = nil, shared: RelayShared, configuration: ProxyConfiguration) throws(L4LBError) {
+    init(
+        name: String,
+        cpu: Int? = nil,
+        kernel: Kernel,
+        shared: RelayShared,
+        configuration: ProxyConfiguration
+    ) throws(L4LBError) {
         self.name = name
         self.cpu = cpu
         self.slice = configuration.relaySlice
+        self.kernel = kernel
         self.shared = shared
-        self.epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
-        self.wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard self.epoll >= 0, self.wake >= 0 else {
-            throw L4LBError(.bindFailed, "cannot create the relay's event loop: \(SocketCalls.describe(errno))")
+        let epoll = kernel.makePoller()
+        let wake = kernel.makeWakeup()
+        guard epoll >= 0, wake >= 0 else {
+            if epoll >= 0 { SocketCalls.close(kernel, epoll) }
+            if wake >= 0 { SocketCalls.close(kernel, wake) }
+            let code = epoll < 0 ? -epoll : -wake
+            throw L4LBError(.bindFailed, "cannot create the relay's event loop: \(SocketCalls.describe(code))")
         }
+        self.epoll = epoll
+        self.wake = wake
         self.deadlines = DeadlineLists(
             proxyHeader: configuration.acceptProxyProtocol.map { UInt64(max(0, $0.nanoseconds)) },
             connect: UInt64(max(0, configuration.connectTimeout.nanoseconds)),
@@ -118,7 +102,20 @@ final class RelayLoop: @unchecked Sendable {
         )
         self.scratch = UnsafeMutableRawPointer.allocate(byteCount: Self.scratchSize, alignment: 16)
         self.events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(Self.maximumEvents))
-        self.register(self.wake, token: Token.wake, events: EPOLLIN.rawValue)
+        let watched = kernel.control(
+            poller: epoll,
+            operation: EPOLL_CTL_ADD,
+            fd: wake,
+            events: EPOLLIN.rawValue,
+            token: RelayToken.wake
+        )
+        guard watched == 0 else {
+            self.scratch.deallocate()
+            self.events.deallocate()
+            SocketCalls.close(kernel, epoll)
+            SocketCalls.close(kernel, wake)
+            throw L4LBError(.bindFailed, "cannot create the relay's event loop: \(SocketCalls.describe(-watched))")
+        }
         self.growSlab(to: 64)
     }
 
@@ -131,7 +128,7 @@ final class RelayLoop: @unchecked Sendable {
     ///
     /// A shared listener is watched by every loop, level-triggered and with EPOLLEXCLUSIVE (one
     /// waiting loop is woken per new client, not all); an own one by this loop alone.
-    func adopt(listener: Listener) {
+    func adopt(listener: RelayListener) {
         self.listeners.append(listener)
         self.watch(listener: self.listeners.count - 1, true)
     }
@@ -139,18 +136,30 @@ final class RelayLoop: @unchecked Sendable {
     private func watch(listener index: Int, _ watched: Bool) {
         let fd = self.listeners[index].fd
         guard fd >= 0 else { return }
-        var event = epoll_event()
         // EPOLLEXCLUSIVE cannot be modified, only added and deleted.
         let exclusive = self.listeners[index].shared ? EPOLLEXCLUSIVE.rawValue : 0
-        l4lb_epoll_event_set(&event, EPOLLIN.rawValue | exclusive, Token.listener(index))
-        epoll_ctl(self.epoll, watched ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &event)
+        let result = self.kernel.control(
+            poller: self.epoll,
+            operation: watched ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
+            fd: fd,
+            events: EPOLLIN.rawValue | exclusive,
+            token: RelayToken.listener(index)
+        )
+        if result < 0 {
+            SocketCalls.checkAcceptable(-result, "epoll_ctl")
+            // Kernel memory or epoll's watch limit: this loop cannot watch the listener, and the
+            // other loops (or the next resume) still serve it.
+            self.shared.logger.error(
+                watched ? "cannot watch a listening socket" : "cannot stop watching a listening socket",
+                metadata: ["thread": "\(self.name)", "error": "\(SocketCalls.describe(-result))"]
+            )
+        }
     }
 
     func start() {
         Thread { [self] in
             // Named from inside, through the kernel: Foundation's `Thread.name`, set before `start`,
-            // never reached it, and a new Linux thread keeps its creator's name. `top -H`, `ps -L` and
-            // perf showed every relay thread as a Dispatch worker ("oot.default-qos").
+            // never reached it, and a new Linux thread keeps its creator's name.
             l4lb_name_current_thread(self.name)
             self.takeSchedulingSettings()
             self.run()
@@ -189,15 +198,26 @@ final class RelayLoop: @unchecked Sendable {
 
     /// Gives up a loop whose thread never started (another address failed to bind).
     func closeBeforeStart() {
-        close(self.epoll)
-        close(self.wake)
+        self.mailbox.withLockedValue { $0.open = false }
+        SocketCalls.close(self.kernel, self.epoll)
+        SocketCalls.close(self.kernel, self.wake)
     }
 
-    /// Asks the loop to do `command` on its thread.
-    func post(_ command: Command) {
-        self.commands.withLockedValue { $0.append(command) }
-        var one: UInt64 = 1
-        _ = write(self.wake, &one, 8)
+    /// Asks the loop to do `command` on its thread; false once the loop has ended.
+    @discardableResult
+    func post(_ command: RelayCommand) -> Bool {
+        self.mailbox.withLockedValue { mailbox in
+            guard mailbox.open else { return false }
+            mailbox.commands.append(command)
+            // A wake-up is already pending while earlier commands wait: the loop clears the counter
+            // before it takes the commands, so it takes this one too.
+            if mailbox.commands.count == 1 {
+                let result = self.kernel.signal(wakeup: self.wake)
+                // EAGAIN: the counter is at its maximum, so the loop is woken anyway.
+                if result < 0, result != -EAGAIN { SocketCalls.checkAcceptable(-result, "eventfd write") }
+            }
+            return true
+        }
     }
 
     /// Blocks until the thread has ended after `.stop`.
@@ -206,34 +226,75 @@ final class RelayLoop: @unchecked Sendable {
         self.exited.unlock()
     }
 
+    /// Whether the loop still runs (it stops on `.stop`, or when epoll fails).
+    var isRunning: Bool { self.running }
+
     private func run() {
-        self.now = Self.monotonicNow()
+        self.now = self.kernel.now()
         while self.running {
-            // A FIN put off waits for one more look at the sockets, not for the next event.
-            let wait = self.clientShutdowns.isEmpty ? self.waitMilliseconds() : 0
-            let count = epoll_wait(self.epoll, self.events, Self.maximumEvents, wait)
-            self.now = Self.monotonicNow()
-            if count < 0 {
-                if errno == EINTR { continue }
-                self.shared.logger.critical("epoll_wait failed", metadata: ["error": "\(SocketCalls.describe(errno))"])
-                break
-            }
-            for index in 0..<Int(count) {
-                let event = self.events + index
-                self.dispatch(token: l4lb_epoll_event_token(event), events: l4lb_epoll_event_events(event))
-            }
-            self.passOnClientShutdowns()
-            self.expireTimers()
+            self.turn()
         }
-        self.closeListeners()
-        for index in self.slots.indices where self.slots[index].inUse {
-            self.handle(.closeRequested(unacknowledged: self.hasUnacknowledgedBytes(slot: index)), slot: index)
-        }
-        close(self.epoll)
-        close(self.wake)
-        self.siblings = []
+        self.end()
         self.exited.lock()
         self.exited.unlock(withValue: 1)
+    }
+
+    /// One turn of the loop: waits for events (or the next timer), handles them, passes on the FINs
+    /// put off and fires the timers due. The simulation drives the loop by this, one turn at a time.
+    func turn() {
+        // A FIN put off waits for one more look at the sockets, not for the next event.
+        let wait = self.clientShutdowns.isEmpty ? self.waitMilliseconds() : 0
+        let count = self.kernel.wait(
+            poller: self.epoll,
+            events: self.events,
+            capacity: Self.maximumEvents,
+            timeout: wait
+        )
+        self.now = self.kernel.now()
+        if count < 0 {
+            if count == -EINTR { return }
+            self.shared.logger.critical(
+                "epoll_wait failed; this relay thread stops",
+                metadata: ["thread": "\(self.name)", "error": "\(SocketCalls.describe(-count))"]
+            )
+            self.running = false
+            return
+        }
+        for index in 0..<Int(count) {
+            let event = self.events + index
+            self.dispatch(token: l4lb_epoll_event_token(event), events: l4lb_epoll_event_events(event))
+        }
+        self.passOnClientShutdowns()
+        self.expireTimers()
+    }
+
+    /// Closes every connection and the loop's descriptors; no command is taken after this. A client
+    /// another loop handed over and this one never adopted is closed here, not leaked.
+    func end() {
+        self.closeListeners()
+        for index in 0..<self.slots.count where self.slots[index].inUse {
+            self.handle(.closeRequested(unacknowledged: self.hasUnacknowledgedBytes(slot: index)), slot: index)
+        }
+        let left = self.mailbox.withLockedValue { mailbox in
+            mailbox.open = false
+            defer { mailbox.commands = [] }
+            return mailbox.commands
+        }
+        for command in left {
+            switch command {
+            case .adoptClient(let fd, _, _):
+                SocketCalls.closeWithReset(self.kernel, fd)
+                self.load.wrappingDecrement(ordering: .relaxed)
+                self.shared.releaseSlot()
+            case .changeListeners(_, _, let release):
+                release.loopDone()
+            case .resumeAccepting, .stopAccepting, .closeAll, .stop:
+                break
+            }
+        }
+        SocketCalls.close(self.kernel, self.epoll)
+        SocketCalls.close(self.kernel, self.wake)
+        self.siblings = []
     }
 
     private func waitMilliseconds() -> Int32 {
@@ -246,30 +307,37 @@ final class RelayLoop: @unchecked Sendable {
     }
 
     private func dispatch(token: UInt64, events: UInt32) {
-        if token == Token.wake {
+        if token == RelayToken.wake {
             self.runCommands()
             return
         }
-        if token & Token.listenerTag == Token.listenerTag {
+        if RelayToken.isListener(token) {
             self.acceptClients(listener: Int(token & 0xFFFF_FFFF))
             return
         }
-        let slot = Int(token & (Token.backendBit - 1))
-        let generation = UInt32(truncatingIfNeeded: token >> 32)
-        guard slot < self.slots.count, self.slots[slot].inUse, self.slots[slot].generation == generation else {
-            // An event queued for a connection that closed earlier in this batch.
+        let slot = RelayToken.slot(token)
+        let side = RelayToken.side(token)
+        let registration = RelayToken.registration(token)
+        guard slot < self.slots.count, self.slots[slot].inUse,
+            registration
+                == (side == .client ? self.slots[slot].clientRegistration : self.slots[slot].backendRegistration)
+        else {
+            // Queued for a socket closed earlier in this batch: a connection that ended, or the
+            // backend socket of an attempt given up for another.
+            self.shared.countStaleEvent()
             return
         }
-        let side: RelayMachine.Side = token & Token.backendBit != 0 ? .backend : .client
         self.socketEvent(events, side: side, slot: slot)
     }
 
     private func runCommands() {
-        var counter: UInt64 = 0
-        _ = read(self.wake, &counter, 8)
-        let commands = self.commands.withLockedValue { commands in
-            defer { commands = [] }
-            return commands
+        // Cleared before the commands are taken: a post after this either lands in this batch or
+        // wakes the loop again.
+        let cleared = self.kernel.clear(wakeup: self.wake)
+        if cleared < 0, cleared != -EAGAIN { SocketCalls.checkAcceptable(-cleared, "eventfd read") }
+        let commands = self.mailbox.withLockedValue { mailbox in
+            defer { mailbox.commands = [] }
+            return mailbox.commands
         }
         for command in commands {
             switch command {
@@ -278,7 +346,7 @@ final class RelayLoop: @unchecked Sendable {
             case .stopAccepting:
                 self.closeListeners()
             case .closeAll:
-                for index in self.slots.indices where self.slots[index].inUse {
+                for index in 0..<self.slots.count where self.slots[index].inUse {
                     self.handle(.closeRequested(unacknowledged: self.hasUnacknowledgedBytes(slot: index)), slot: index)
                 }
             case .stop:
@@ -296,7 +364,7 @@ final class RelayLoop: @unchecked Sendable {
     /// connection is closed by l4lb (a timeout, the end of a drain), never per byte.
     private func hasUnacknowledgedBytes(slot: Int) -> Bool {
         [self.slots[slot].clientFD, self.slots[slot].backendFD].contains { fd in
-            fd >= 0 && l4lb_unacknowledged_bytes(fd) > 0
+            fd >= 0 && self.kernel.unacknowledgedBytes(fd) > 0
         }
     }
 
@@ -330,7 +398,7 @@ extension RelayLoop {
                 self.pauseAtLimit()
                 return
             }
-            switch SocketCalls.accept(listenerFD) {
+            switch SocketCalls.accept(self.kernel, listenerFD) {
             case .success(let (fd, peer)):
                 self.shared.countAccepted()
                 self.place(client: fd, peer: peer, listener: index)
@@ -342,7 +410,7 @@ extension RelayLoop {
                 case .outOfResources:
                     self.backOffAccepting()
                     return
-                case .reset, .other:
+                case .reset, .noFreePorts, .other:
                     // The client left before we took it (ECONNABORTED), or a transient error: next.
                     continue
                 }
@@ -378,7 +446,7 @@ extension RelayLoop {
         }
     }
 
-    private func changeListeners(add: [Listener], remove: [RawSocketAddress]) {
+    private func changeListeners(add: [RelayListener], remove: [RawSocketAddress]) {
         for index in self.listeners.indices where self.listeners[index].fd >= 0 {
             guard remove.contains(where: { self.listeners[index].local.sameEndpoint(as: $0) }) else { continue }
             if self.listenersArmed { self.watch(listener: index, false) }
@@ -400,10 +468,12 @@ extension RelayLoop {
         self.stoppedAccepting = true
         self.armListeners(false)
         let shared = self.listeners.filter(\.shared).map(\.fd)
-        for listener in self.listeners where !listener.shared && listener.fd >= 0 { close(listener.fd) }
+        for listener in self.listeners where !listener.shared && listener.fd >= 0 {
+            SocketCalls.close(self.kernel, listener.fd)
+        }
         for index in self.listeners.indices { self.listeners[index].fd = -1 }
         if self.shared.loopStoppedAccepting() {
-            for fd in shared where fd >= 0 { close(fd) }
+            for fd in shared where fd >= 0 { SocketCalls.close(self.kernel, fd) }
             self.shared.listenersClosed()
         }
     }
@@ -418,9 +488,12 @@ extension RelayLoop {
         }
         if let least, AcceptBalance.handsOver(own: self.load.load(ordering: .relaxed), least: leastLoad) {
             least.load.wrappingIncrement(ordering: .relaxed)
-            self.shared.countHandOver()
-            least.post(.adoptClient(fd: fd, peer: peer, local: self.listeners[listener]))
-            return
+            if least.post(.adoptClient(fd: fd, peer: peer, local: self.listeners[listener])) {
+                self.shared.countHandOver()
+                return
+            }
+            // That loop has ended (a shutdown under way): the client is served here.
+            least.load.wrappingDecrement(ordering: .relaxed)
         }
         self.load.wrappingIncrement(ordering: .relaxed)
         self.open(client: fd, peer: peer, listener: listener)
@@ -428,11 +501,11 @@ extension RelayLoop {
 
     /// The index of this loop's listener for `listener`'s address, for a client another loop
     /// accepted; an entry that is not watched is added if this loop has none (its sockets differ).
-    private func listenerIndex(for listener: Listener) -> Int {
+    private func listenerIndex(for listener: RelayListener) -> Int {
         if let index = self.listeners.firstIndex(where: { $0.local.sameEndpoint(as: listener.local) }) {
             return index
         }
-        self.listeners.append(Listener(fd: -1, local: listener.local, wildcard: listener.wildcard, shared: false))
+        self.listeners.append(RelayListener(fd: -1, local: listener.local, wildcard: listener.wildcard, shared: false))
         return self.listeners.count - 1
     }
 
@@ -443,7 +516,12 @@ extension RelayLoop {
         self.slots[slot].client = ClientAddress(peer)
         self.slots[slot].listener = listener
         self.slots[slot].acceptedAt = self.now
-        self.register(fd, slot: slot, side: .client)
+        guard self.register(fd, slot: slot, side: .client) else {
+            // epoll cannot watch it (kernel memory, max_user_watches): a client that would never get
+            // an event is closed now, not left to hang.
+            self.handle(.localResourcesExhausted, slot: slot)
+            return
+        }
         self.handle(.accepted, slot: slot)
     }
 }
@@ -461,10 +539,8 @@ extension RelayLoop {
     private func growSlab(to count: Int) {
         let old = self.slots.count
         guard count > old else { return }
-        self.slots.reserveCapacity(count)
-        for _ in old..<count {
-            self.slots.append(RelaySlot(settings: self.shared.machineSettings))
-        }
+        let settings = self.shared.machineSettings
+        self.slots.grow(to: count) { RelaySlot(settings: settings) }
         self.deadlines.grow(to: count)
         // Lowest indices last, so they are taken first and the slab's hot part stays small.
         self.freeSlots.append(contentsOf: (old..<count).reversed().map { Int32($0) })
@@ -473,8 +549,8 @@ extension RelayLoop {
     /// Returns a slot whose sockets are closed and whose buffers are freed to the free list.
     func recycle(slot: Int) {
         self.deadlines.stop(slot: slot)
-        var generation = self.slots[slot].generation &+ 1
-        if generation > Token.maximumGeneration { generation = 1 }
+        let generation = self.slots[slot].generation &+ 1
+        // Dropping the old slot frees its queues' buffers.
         self.slots[slot] = RelaySlot(settings: self.shared.machineSettings)
         self.slots[slot].generation = generation
         self.freeSlots.append(Int32(slot))
@@ -486,26 +562,31 @@ extension RelayLoop {
 // MARK: - epoll
 
 extension RelayLoop {
-    private func register(_ fd: Int32, token: UInt64, events: UInt32) {
-        var event = epoll_event()
-        l4lb_epoll_event_set(&event, events, token)
-        epoll_ctl(self.epoll, EPOLL_CTL_ADD, fd, &event)
-    }
-
-    /// Adds a connection's socket to epoll once, for both directions, edge-triggered. It leaves
-    /// epoll when it is closed.
-    func register(_ fd: Int32, slot: Int, side: RelayMachine.Side) {
-        let token = Token.connection(slot: slot, side: side, generation: self.slots[slot].generation)
-        self.register(
-            fd,
-            token: token,
-            events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+    /// Adds a connection's socket to epoll once, for both directions, edge-triggered, under a new
+    /// registration id (`RelayToken`); it leaves epoll when it is closed. False if epoll refused it.
+    func register(_ fd: Int32, slot: Int, side: RelayMachine.Side) -> Bool {
+        self.lastRegistration = self.lastRegistration >= RelayToken.maximumRegistration ? 1 : self.lastRegistration + 1
+        let registration = self.lastRegistration
+        let result = self.kernel.control(
+            poller: self.epoll,
+            operation: EPOLL_CTL_ADD,
+            fd: fd,
+            events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue,
+            token: RelayToken.connection(slot: slot, side: side, registration: registration)
         )
-    }
-
-    static func monotonicNow() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+        guard result == 0 else {
+            SocketCalls.checkAcceptable(-result, "epoll_ctl")
+            self.shared.resourceLog.warning(
+                self.shared.logger,
+                "epoll cannot watch a socket: closing the client",
+                metadata: ["error": "\(SocketCalls.describe(-result))", "open": "\(self.shared.activeCount)"]
+            )
+            return false
+        }
+        switch side {
+        case .client: self.slots[slot].clientRegistration = registration
+        case .backend: self.slots[slot].backendRegistration = registration
+        }
+        return true
     }
 }

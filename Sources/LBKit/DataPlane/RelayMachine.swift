@@ -15,7 +15,14 @@
 /// Half-close: an EOF from one side becomes a write shutdown of the other once the bytes queued
 /// toward it have gone out; when both sides have ended and both queues are empty the connection
 /// closes (close sends the last FIN, so no shutdown is issued for it).
+///
+/// Timers: the machine says which one runs (`Actions.timer`), and only the idle timer restarts on
+/// traffic (`restartsTimerOnTraffic`). The PROXY-header and connect deadlines are absolute, as
+/// HAProxy's handshake and connect timeouts are: a client that trickles bytes cannot hold a slot
+/// past them, nor keep a dead backend from being charged.
 struct RelayMachine: Sendable {
+    typealias Timer = DeadlineLists.Kind
+
     enum Phase: Equatable, Sendable {
         case awaitingProxyHeader
         case connecting
@@ -50,10 +57,11 @@ struct RelayMachine: Sendable {
         case connectFailed(FailureKind)
         /// l4lb could not open a socket for the backend (out of descriptors): not the backend's fault.
         case localResourcesExhausted
-        /// The backend sent its first byte.
+        /// The backend sent bytes (the loop reports it while `awaitsBackendAnswer`).
         case backendAnswered
-        /// More client bytes than `maxKeptBytes` were relayed during the trial: too many to replay.
-        case keptBytesExceeded
+        /// Client bytes kept for a replay now number `count` (reported during the trial): past
+        /// `maxKeptBytes` there are too many to replay, and the client stays with this backend.
+        case keptBytes(Int)
         /// `side` sent FIN.
         case endOfInput(Side)
         /// A write toward `side` could not take every byte: bytes are queued for it.
@@ -99,6 +107,8 @@ struct RelayMachine: Sendable {
         }
 
         var start: Start?
+        /// Start this timer, replacing the one that runs (each connection has at most one).
+        var timer: Timer?
         var health: HealthSignal?
         /// The trial is over: drop the bytes kept for a replay.
         var dropKeptBytes = false
@@ -129,9 +139,21 @@ struct RelayMachine: Sendable {
     private var queued: (client: Bool, backend: Bool) = (false, false)
     private var writeShut: (client: Bool, backend: Bool) = (false, false)
     private var backendHasAnswered = false
+    /// Backends this client may try: `connectAttempts`, or more in panic mode (`allowAttempts`).
+    private(set) var attemptLimit: Int
+    /// The timer the loop runs for this connection.
+    private(set) var runningTimer: Timer?
 
     init(settings: Settings) {
         self.settings = settings
+        self.attemptLimit = settings.connectAttempts
+    }
+
+    /// Lets this client try up to `count` backends: in panic mode every backend of the pool is
+    /// retired, including any that is alive again and waiting for its probe, so the client may try
+    /// each once before it is refused ("while one backend is alive no client sees a failure").
+    mutating func allowAttempts(atLeast count: Int) {
+        self.attemptLimit = max(self.attemptLimit, count)
     }
 
     /// Whether the loop may read from `side` now: a side is read only while nothing is queued toward
@@ -150,6 +172,12 @@ struct RelayMachine: Sendable {
     /// Whether bytes sent to the backend must still be kept for a replay.
     var keepsSentBytes: Bool { self.phase == .trial }
 
+    /// Whether bytes moving either way restart the connection's timer: only the idle timer does.
+    var restartsTimerOnTraffic: Bool { self.runningTimer == .idle }
+
+    /// Whether the loop must report the backend's bytes (`backendAnswered`): until its first.
+    var awaitsBackendAnswer: Bool { !self.backendHasAnswered && (self.phase == .trial || self.phase == .relaying) }
+
     var isClosed: Bool { self.phase == .closed }
 
     /// Bytes wait for a side that is not taking them. Closing such a connection with a FIN would leave
@@ -165,6 +193,7 @@ struct RelayMachine: Sendable {
             guard self.phase == .awaitingProxyHeader else { preconditionFailure("accepted twice") }
             if self.settings.waitsForProxyHeader {
                 actions.start = .awaitProxyHeader
+                self.startTimer(.proxyHeader, into: &actions)
             } else {
                 self.pickBackend(into: &actions)
             }
@@ -178,12 +207,13 @@ struct RelayMachine: Sendable {
         case .connected(let keptBytes):
             guard self.phase == .connecting else { preconditionFailure("connected while \(self.phase)") }
             let canRetry =
-                self.settings.retryOnReset && self.attempts < self.settings.connectAttempts
+                self.settings.retryOnReset && self.attempts < self.attemptLimit
                 && keptBytes <= self.settings.maxKeptBytes
             self.phase = canRetry ? .trial : .relaying
             self.writeShut.backend = false
             self.queued.backend = keptBytes > 0
             actions.start = .relay(keepForReplay: canRetry)
+            self.startTimer(.idle, into: &actions)
         case .connectFailed(let kind):
             guard self.phase == .connecting else { preconditionFailure("connect failed while \(self.phase)") }
             actions.health = .connectFailed(kind)
@@ -200,8 +230,10 @@ struct RelayMachine: Sendable {
                 actions.health = .succeeded
             }
             self.commitTrial(into: &actions)
-        case .keptBytesExceeded:
-            self.commitTrial(into: &actions)
+        case .keptBytes(let count):
+            if count > self.settings.maxKeptBytes {
+                self.commitTrial(into: &actions)
+            }
         case .endOfInput(let side):
             self.endOfInput(side, into: &actions)
         case .writeBlocked(let side):
@@ -229,10 +261,17 @@ struct RelayMachine: Sendable {
         self.attempts += 1
         self.phase = .connecting
         actions.start = .pickBackend
+        // Each attempt has its own connect deadline, from its start; client bytes never move it.
+        self.startTimer(.connect, into: &actions)
+    }
+
+    private mutating func startTimer(_ timer: Timer, into actions: inout Actions) {
+        self.runningTimer = timer
+        actions.timer = timer
     }
 
     private mutating func retryOrRefuse(into actions: inout Actions) {
-        if self.attempts < self.settings.connectAttempts {
+        if self.attempts < self.attemptLimit {
             self.pickBackend(into: &actions)
             actions.start = .retryElsewhere
         } else {
@@ -338,5 +377,6 @@ struct RelayMachine: Sendable {
         case .abort: actions.end = .abort(reason)
         }
         self.phase = .closed
+        self.runningTimer = nil
     }
 }

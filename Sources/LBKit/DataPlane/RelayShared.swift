@@ -23,9 +23,13 @@ final class RelayShared: Sendable {
     private let accepted = ManagedAtomic<Int>(0)
     private let pauses = ManagedAtomic<Int>(0)
     private let handOvers = ManagedAtomic<Int>(0)
+    private let staleEvents = ManagedAtomic<Int>(0)
+    private let noFreePorts = ManagedAtomic<Int>(0)
     let limit: Int?
-    /// Loops whose listeners are paused at the limit, to wake when a slot frees.
-    private let pausedLoops = NIOLockedValueBox<[RelayLoop]>([])
+    /// Loops whose listeners are paused at the limit, to wake when a slot frees. `anyPaused` is
+    /// changed only under this lock, so a loop that pauses can never have its flag cleared by a wake
+    /// that took the list before it joined.
+    private let pausedLoops = NIOLockedValueBox<[any RelayCommandTarget]>([])
     private let anyPaused = ManagedAtomic<Bool>(false)
     /// Relay loops still watching the listening sockets.
     private let loopsAccepting = ManagedAtomic<Int>(0)
@@ -35,6 +39,7 @@ final class RelayShared: Sendable {
     let connectFailureLog = RateLimitedLog()
     let proxyHeaderLog = RateLimitedLog()
     let resourceLog = RateLimitedLog()
+    let portLog = RateLimitedLog()
 
     init(
         router: Router,
@@ -63,6 +68,18 @@ final class RelayShared: Sendable {
     var acceptedCount: Int { self.accepted.load(ordering: .relaxed) }
     var pauseCount: Int { self.pauses.load(ordering: .relaxed) }
     var handOverCount: Int { self.handOvers.load(ordering: .relaxed) }
+    var staleEventCount: Int { self.staleEvents.load(ordering: .relaxed) }
+    var noFreePortsCount: Int { self.noFreePorts.load(ordering: .relaxed) }
+
+    /// An epoll event for a socket closed earlier in its batch was dropped (`RelayToken`).
+    func countStaleEvent() {
+        self.staleEvents.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// A backend connect found no free local port.
+    func countNoFreePorts() {
+        self.noFreePorts.wrappingIncrement(ordering: .relaxed)
+    }
 
     /// Takes a connection slot before an accept; false at `--max-connections`.
     func reserveSlot() -> Bool {
@@ -85,8 +102,11 @@ final class RelayShared: Sendable {
 
     /// Gives back a slot: the accept found nobody, or a connection closed.
     func releaseSlot() {
-        let left = self.active.wrappingDecrementThenLoad(ordering: .relaxed)
-        if self.anyPaused.load(ordering: .relaxed) {
+        // Sequentially consistent, with the pausing loop's store of `anyPaused` and load of
+        // `active` (`loopPaused`): of the two, at least one sees the other's write, so a slot
+        // freed while a loop pauses is never missed by both.
+        let left = self.active.wrappingDecrementThenLoad(ordering: .sequentiallyConsistent)
+        if self.anyPaused.load(ordering: .sequentiallyConsistent) {
             self.wakePausedLoops()
         }
         if left == 0 {
@@ -131,26 +151,36 @@ final class RelayShared: Sendable {
     }
 
     /// `loop` stopped accepting at the limit. Re-checks after registering, so that a slot freed
-    /// meanwhile is not missed; true if the loop should accept again at once.
-    func loopPaused(_ loop: RelayLoop) -> Bool {
+    /// meanwhile is not missed; true if the loop should accept again at once (it is then no longer
+    /// registered).
+    func loopPaused(_ loop: any RelayCommandTarget) -> Bool {
         self.pauses.wrappingIncrement(ordering: .relaxed)
-        self.pausedLoops.withLockedValue { $0.append(loop) }
-        self.anyPaused.store(true, ordering: .relaxed)
-        guard let limit = self.limit, self.active.load(ordering: .relaxed) < limit else { return false }
-        self.wakePausedLoops()
-        return false
+        self.pausedLoops.withLockedValue { loops in
+            loops.append(loop)
+            self.anyPaused.store(true, ordering: .sequentiallyConsistent)
+        }
+        guard let limit = self.limit, self.active.load(ordering: .sequentiallyConsistent) < limit else { return false }
+        self.pausedLoops.withLockedValue { loops in
+            loops.removeAll { $0 === loop }
+            if loops.isEmpty { self.anyPaused.store(false, ordering: .sequentiallyConsistent) }
+        }
+        return true
     }
 
     private func wakePausedLoops() {
         let loops = self.pausedLoops.withLockedValue { loops in
             defer { loops = [] }
+            self.anyPaused.store(false, ordering: .sequentiallyConsistent)
             return loops
         }
-        self.anyPaused.store(false, ordering: .relaxed)
         for loop in loops {
+            // A loop that has ended takes no command, and needs none.
             loop.post(.resumeAccepting)
         }
     }
+
+    /// Whether a loop is registered as paused (for the tests).
+    var hasPausedLoops: Bool { self.anyPaused.load(ordering: .sequentiallyConsistent) }
 
     /// Returns once no client connection is open (at once if none is), or after `timeout`.
     func waitUntilIdle(timeout: Duration) async {

@@ -1,10 +1,16 @@
 /// One proxied connection's state in a relay loop's slab: plain values in a preallocated array, so
 /// a new connection allocates no object and takes no reference count beyond the backend it uses.
-/// Confined to its loop's thread.
-struct RelaySlot {
-    /// Bumped each time the slot is freed, so that an epoll event queued for the previous
-    /// connection in this slot is recognized and ignored.
+/// Confined to its loop's thread. Not copyable: it owns its queues' buffers.
+struct RelaySlot: ~Copyable {
+    /// Bumped each time the slot is freed, so that work put off for the previous connection in this
+    /// slot (a client FIN, a queued event) is recognized and skipped.
     var generation: UInt32 = 1
+    /// The epoll registration of each socket (`RelayToken`): an event whose id is not the socket's
+    /// current one was queued for a socket closed since (an earlier one of a retried backend, or of
+    /// a previous connection in the slot) and is dropped. A slot's generation is not enough: a retry
+    /// registers a new backend socket within one generation.
+    var clientRegistration: UInt32 = 0
+    var backendRegistration: UInt32 = 0
     var inUse = false
     var clientFD: Int32 = -1
     var backendFD: Int32 = -1

@@ -74,8 +74,9 @@ extension ClientAddress {
     }
 }
 
-/// The few system calls of the relay, each wrapped once with its error handling, so that the loop
-/// reads as what it does.
+/// The relay's handling of each system call's result, written once over any `RelayKernel`: EINTR is
+/// retried here, errno values are sorted by what they mean to the relay, and EBADF or EFAULT, which
+/// only a bug in l4lb can cause, stop a debug build.
 enum SocketCalls {
     /// What a failed call's errno means to the relay.
     enum Failure: Error, Equatable {
@@ -85,6 +86,9 @@ enum SocketCalls {
         case reset
         /// l4lb is out of descriptors or kernel memory: its own condition, never a backend's fault.
         case outOfResources
+        /// No local address or port is free for a connect (EADDRNOTAVAIL, EADDRINUSE, EAGAIN):
+        /// l4lb's own shortage (HAProxy's "no free ports"), never a backend's fault.
+        case noFreePorts
         case other(Int32)
 
         init(errno code: Int32) {
@@ -95,9 +99,27 @@ enum SocketCalls {
             default: self = .other(code)
             }
         }
+
+        /// A connect's errno: EAGAIN there means no free port, not "try later".
+        init(connectErrno code: Int32) {
+            switch code {
+            case EADDRNOTAVAIL, EADDRINUSE, EAGAIN: self = .noFreePorts
+            default: self.init(errno: code)
+            }
+        }
+
+        /// Whether l4lb itself, not the peer, is short of something.
+        var isLocalShortage: Bool { self == .outOfResources || self == .noFreePorts }
     }
 
     static let streamFlags = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
+
+    /// Stops a debug build on an errno that only a bug in l4lb can cause (a descriptor it does not
+    /// own, a bad pointer); a release build carries on, treating it as the failure it reports.
+    @inline(__always)
+    static func checkAcceptable(_ code: Int32, _ call: StaticString) {
+        assert(code != EBADF && code != EFAULT, "\(call) failed with \(describe(code)): a bug in l4lb")
+    }
 
     /// A non-blocking listening socket on `address`. With `reusePort`, each relay loop has its own
     /// on the same port and the kernel spreads new connections among them.
@@ -113,12 +135,14 @@ enum SocketCalls {
         if reusePort {
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         }
-        // Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per client.
+        // Accepted sockets inherit TCP_NODELAY and SO_KEEPALIVE from the listener: no setsockopt
+        // per client. Keepalive finds a client that vanished without a FIN or a reset.
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = address.withSockAddr { bind(fd, $0, $1) }
         guard bound == 0, Glibc.listen(fd, backlog) == 0 else {
             let reason = Self.describe(errno)
-            close(fd)
+            Glibc.close(fd)
             throw L4LBError(.bindFailed, reason)
         }
         var local = RawSocketAddress()
@@ -130,16 +154,19 @@ enum SocketCalls {
     }
 
     /// Accepts one client, non-blocking; its peer address comes with it.
-    static func accept(_ listener: Int32) -> Result<(fd: Int32, peer: RawSocketAddress), Failure> {
+    @inline(__always)
+    static func accept<Kernel: RelayKernel>(
+        _ kernel: Kernel,
+        _ listener: Int32
+    ) -> Result<(fd: Int32, peer: RawSocketAddress), Failure> {
         var peer = RawSocketAddress()
-        peer.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let fd = withUnsafeMutablePointer(to: &peer.storage) { storage in
-            storage.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                l4lb_accept4(listener, $0, &peer.length, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
-            }
+        while true {
+            let fd = kernel.accept(listener: listener, peer: &peer)
+            if fd >= 0 { return .success((fd, peer)) }
+            if -fd == EINTR { continue }
+            Self.checkAcceptable(-fd, "accept4")
+            return .failure(Failure(errno: -fd))
         }
-        guard fd >= 0 else { return .failure(Failure(errno: errno)) }
-        return .success((fd, peer))
     }
 
     /// Starts a non-blocking connect. `inProgress` is the usual answer; the outcome comes as EPOLLOUT
@@ -150,73 +177,89 @@ enum SocketCalls {
         case failed(Failure)
     }
 
-    static func connect(to address: RawSocketAddress) -> ConnectStart {
-        let fd = socket(address.family, Self.streamFlags, 0)
-        guard fd >= 0 else { return .failed(Failure(errno: errno)) }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        let result = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+    static func connect<Kernel: RelayKernel>(_ kernel: Kernel, to address: RawSocketAddress) -> ConnectStart {
+        let fd = kernel.makeStreamSocket(family: address.family)
+        guard fd >= 0 else { return .failed(Failure(errno: -fd)) }
+        var result = kernel.connect(fd, to: address)
+        // Interrupted, the connect goes on in the kernel: its outcome comes as for EINPROGRESS.
+        if result == -EINTR { result = -EINPROGRESS }
         if result == 0 { return .connected(fd) }
-        let code = errno
-        if code == EINPROGRESS { return .inProgress(fd) }
-        close(fd)
-        return .failed(Failure(errno: code))
+        if result == -EINPROGRESS { return .inProgress(fd) }
+        Self.checkAcceptable(-result, "connect")
+        Self.close(kernel, fd)
+        return .failed(Failure(connectErrno: -result))
     }
 
-    /// The error a failed non-blocking connect left on its socket.
-    static func pendingError(_ fd: Int32) -> Int32 {
-        var code: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
-        return code
-    }
-
-    /// The local address a client reached (for a PROXY header toward a backend, on a wildcard listener).
-    static func localAddress(_ fd: Int32) -> RawSocketAddress {
-        var local = RawSocketAddress()
-        local.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        withUnsafeMutablePointer(to: &local.storage) { storage in
-            storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &local.length) }
+    /// The error a failed non-blocking connect left on its socket (0 for none).
+    static func pendingError<Kernel: RelayKernel>(_ kernel: Kernel, _ fd: Int32) -> Int32 {
+        let code = kernel.pendingError(fd)
+        if code < 0 {
+            Self.checkAcceptable(-code, "getsockopt(SO_ERROR)")
+            return -code
         }
-        return local
+        return code
     }
 
     /// Reads into `buffer`: the byte count (0 at EOF) or why not.
     @inline(__always)
-    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawPointer, capacity: Int) -> Result<Int, Failure> {
+    static func receive<Kernel: RelayKernel>(
+        _ kernel: Kernel,
+        _ fd: Int32,
+        into buffer: UnsafeMutableRawPointer,
+        capacity: Int
+    ) -> Result<Int, Failure> {
         while true {
-            let count = recv(fd, buffer, capacity, 0)
+            let count = kernel.receive(fd, into: buffer, capacity: capacity)
             if count >= 0 { return .success(count) }
-            if errno != EINTR { return .failure(Failure(errno: errno)) }
+            let code = Int32(-count)
+            if code == EINTR { continue }
+            Self.checkAcceptable(code, "recv")
+            return .failure(Failure(errno: code))
         }
     }
 
     /// Writes what the socket takes of `bytes`: the count written (0 when it would block) or why not.
     @inline(__always)
-    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Result<Int, Failure> {
+    static func send<Kernel: RelayKernel>(
+        _ kernel: Kernel,
+        _ fd: Int32,
+        _ bytes: UnsafeRawBufferPointer
+    ) -> Result<Int, Failure> {
         guard bytes.count > 0 else { return .success(0) }
         while true {
-            let count = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            let count = kernel.send(fd, bytes)
             if count >= 0 { return .success(count) }
-            let failure = Failure(errno: errno)
+            let code = Int32(-count)
+            if code == EINTR { continue }
+            Self.checkAcceptable(code, "send")
+            let failure = Failure(errno: code)
             if failure == .wouldBlock { return .success(0) }
-            if errno != EINTR { return .failure(failure) }
+            return .failure(failure)
         }
     }
 
-    static func shutdownWrite(_ fd: Int32) {
-        _ = shutdown(fd, Int32(SHUT_WR))
+    /// Passes a FIN on. A peer that reset meanwhile (ENOTCONN) is told by the next read or write.
+    static func shutdownWrite<Kernel: RelayKernel>(_ kernel: Kernel, _ fd: Int32) {
+        let result = kernel.shutdownWrite(fd)
+        if result < 0 { Self.checkAcceptable(-result, "shutdown") }
+    }
+
+    /// Closes `fd`. Linux releases the descriptor whatever close returns, so it is never retried.
+    static func close<Kernel: RelayKernel>(_ kernel: Kernel, _ fd: Int32) {
+        let result = kernel.close(fd)
+        if result < 0 { Self.checkAcceptable(-result, "close") }
     }
 
     /// Closes `fd` so that the peer gets a reset, not a FIN: an aborted stream must not look complete.
-    static func closeWithReset(_ fd: Int32) {
-        var option = linger(l_onoff: 1, l_linger: 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
-        close(fd)
+    static func closeWithReset<Kernel: RelayKernel>(_ kernel: Kernel, _ fd: Int32) {
+        let result = kernel.lingerZero(fd)
+        if result < 0 { Self.checkAcceptable(-result, "setsockopt(SO_LINGER)") }
+        Self.close(kernel, fd)
     }
 
+    /// The text of an errno value. Thread-safe (strerror is not): relay threads call it.
     static func describe(_ code: Int32) -> String {
-        String(cString: strerror(code))
+        String(cString: l4lb_errno_text(code))
     }
 
     /// The health checker's name for a failed connect's errno.
