@@ -177,6 +177,9 @@ let package = Package(
             name: "LBKitTests",
             dependencies: [
                 "LBKit",
+                "CLinux",
+                // The relay simulation routes with the real policies.
+                "Policies",
                 "FuzzSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

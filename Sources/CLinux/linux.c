@@ -24,6 +24,11 @@ int l4lb_unacknowledged_bytes(int fd) {
     return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : -1;
 }
 
+int l4lb_unread_bytes(int fd) {
+    int bytes = 0;
+    return ioctl(fd, SIOCINQ, &bytes) == 0 ? bytes : -1;
+}
+
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

@@ -34,6 +34,9 @@ int l4lb_accept4(int fd, struct sockaddr *address, unsigned int *length, int fla
 // Swift cannot call: ioctl is variadic). -1 if the call failed.
 int l4lb_unacknowledged_bytes(int fd);
 
+// Bytes in the socket's receive queue that l4lb has not read (ioctl SIOCINQ). -1 if the call failed.
+int l4lb_unread_bytes(int fd);
+
 // posix_spawn_file_actions_addclosefrom_np (glibc 2.34+, a GNU extension Swift does not see): the
 // child closes every descriptor from `from` up, so that it inherits only what it was given.
 int l4lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);

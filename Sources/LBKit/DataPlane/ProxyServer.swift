@@ -160,6 +160,14 @@ public final class ProxyServer: Sendable {
             for loop in loops { loop.closeBeforeStart() }
             throw error
         }
+        do {
+            // The ports the kernel gave for port 0 are known only now.
+            try self.router.setOwnListeners(OwnListeners(addresses))
+        } catch {
+            for fd in listening { close(fd) }
+            for loop in loops { loop.closeBeforeStart() }
+            throw error
+        }
         self.shared.listenersShared(by: loops.count)
         self.listenAddresses.withLockedValue { $0 = self.configuration.listen }
         for loop in loops { loop.siblings = loops.filter { $0 !== loop } }
@@ -295,6 +303,13 @@ public final class ProxyServer: Sendable {
             loop.post(.changeListeners(add: adding, remove: removedTargets, release: release))
         }
         await release.waitUntilDone()
+        let listening = self.listenerSockets.withLockedValue { $0.compactMap(\.local.socketAddress) }
+        // A pool that already holds a new address was accepted before it was ours: named, not undone.
+        do throws(L4LBError) {
+            try self.router.setOwnListeners(OwnListeners(listening))
+        } catch {
+            self.logger.error("\(error.message)")
+        }
         self.listenAddresses.withLockedValue { $0 = listen }
         self.boundAddresses.withLockedValue { bound in
             for address in removed { bound[address] = nil }

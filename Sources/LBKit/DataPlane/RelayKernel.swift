@@ -49,4 +49,6 @@ protocol RelayKernel: Sendable {
     func close(_ fd: Int32) -> Int32
     /// Bytes in the socket's send queue that its peer has not acknowledged (SIOCOUTQ); 0 if unknown.
     func unacknowledgedBytes(_ fd: Int32) -> Int
+    /// Bytes in the socket's receive queue that l4lb has not read (SIOCINQ); 0 if unknown.
+    func unreadBytes(_ fd: Int32) -> Int
 }

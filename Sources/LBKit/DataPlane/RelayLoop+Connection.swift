@@ -20,6 +20,15 @@ extension RelayLoop {
         self.perform(actions, slot: slot)
     }
 
+    /// The machine's word on whether traffic restarts the running timer (only the idle timer does).
+    @inline(__always)
+    private func restartsTimerOnTraffic(slot: Int) -> Bool {
+        #if DEBUG
+        if self.plantedBugs.contains(.trafficRestartsEveryTimer) { return true }
+        #endif
+        return self.slots[slot].machine.restartsTimerOnTraffic
+    }
+
     private func isAlive(_ slot: Int, _ generation: UInt32) -> Bool {
         self.slots[slot].inUse && self.slots[slot].generation == generation
     }
@@ -82,10 +91,12 @@ extension RelayLoop {
         if side == .backend, self.slots[slot].machine.phase == .connecting {
             self.backendConnectEvent(events, slot: slot)
         } else if events & EPOLLERR.rawValue != 0 {
+            // The error first: reading it clears it, and then a read returns what came before it.
             let code = SocketCalls.pendingError(
                 self.kernel,
                 side == .client ? self.slots[slot].clientFD : self.slots[slot].backendFD
             )
+            if side == .backend { self.noteAnswerBeforeFailure(slot: slot) }
             self.handle(.failed(side, reset: code == ECONNRESET || code == EPIPE), slot: slot)
             return
         } else {
@@ -157,7 +168,7 @@ extension RelayLoop {
                 // A short read emptied the socket: with edge triggering, more input brings a new event.
                 let drained = count < capacity
                 if drained { self.setReadable(side, false, slot: slot) }
-                if self.slots[slot].machine.restartsTimerOnTraffic {
+                if self.restartsTimerOnTraffic(slot: slot) {
                     self.deadlines.restart(slot: slot, now: self.now)
                 }
                 self.received(count, from: side, slot: slot)
@@ -243,7 +254,23 @@ extension RelayLoop {
                 self.handle(.writeBlocked(side), slot: slot)
             }
         case .failure(let failure):
+            if side == .backend { self.noteAnswerBeforeFailure(slot: slot) }
             self.handle(.failed(side, reset: failure == .reset), slot: slot)
+        }
+    }
+
+    /// A backend that fails while on trial may have answered first: bytes it sent before its reset
+    /// wait unread (Linux reads them before it reports the reset). It answered, so it is not charged
+    /// and the client is not replayed elsewhere, where its request would run twice.
+    private func noteAnswerBeforeFailure(slot: Int) {
+        guard self.slots[slot].machine.awaitsBackendAnswer, self.slots[slot].backendFD >= 0 else { return }
+        if case .success(let count) = SocketCalls.receive(
+            self.kernel,
+            self.slots[slot].backendFD,
+            into: self.scratch,
+            capacity: Self.scratchSize
+        ), count > 0 {
+            self.handle(.backendAnswered, slot: slot)
         }
     }
 
@@ -273,11 +300,12 @@ extension RelayLoop {
                 self.slots[slot].toBackend.markSent(written, keep: self.slots[slot].machine.keepsSentBytes)
                 left = self.slots[slot].toBackend.hasUnsent
             }
-            if written > 0, self.slots[slot].machine.restartsTimerOnTraffic {
+            if written > 0, self.restartsTimerOnTraffic(slot: slot) {
                 self.deadlines.restart(slot: slot, now: self.now)
             }
             self.handle(left ? .writeBlocked(side) : .drained(side), slot: slot)
         case .failure(let failure):
+            if side == .backend { self.noteAnswerBeforeFailure(slot: slot) }
             self.handle(.failed(side, reset: failure == .reset), slot: slot)
         }
     }
@@ -394,7 +422,11 @@ extension RelayLoop {
             self.slots[slot].backendFD = -1
         }
         // Events still queued for the closed socket are dropped, not taken for the next attempt's.
-        self.slots[slot].backendRegistration = 0
+        var forgetsRegistration = true
+        #if DEBUG
+        forgetsRegistration = !self.plantedBugs.contains(.retryKeepsRegistration)
+        #endif
+        if forgetsRegistration { self.slots[slot].backendRegistration = 0 }
         backend.counters.connectionEnded()
         self.slots[slot].table?.policy.connectionClosed(to: backend)
         self.slots[slot].excluded.insert(self.slots[slot].backendIndex)

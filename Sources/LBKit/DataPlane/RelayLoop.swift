@@ -229,6 +229,22 @@ final class RelayLoop<Kernel: RelayKernel>: RelayCommandTarget, @unchecked Senda
     /// Whether the loop still runs (it stops on `.stop`, or when epoll fails).
     var isRunning: Bool { self.running }
 
+    /// The loop's epoll descriptor (the simulation asks its kernel what is ready on it).
+    var pollerDescriptor: Int32 { self.epoll }
+
+    #if DEBUG
+    /// Defects planted on purpose, to show that the simulation catches them (RelaySimulationTests).
+    /// Debug builds only: a release build has no such branch.
+    enum PlantedBug {
+        /// Traffic restarts whatever timer runs, the connect and PROXY-header deadlines included.
+        case trafficRestartsEveryTimer
+        /// A retried backend is registered under the registration id of the socket it replaces.
+        case retryKeepsRegistration
+    }
+
+    var plantedBugs: Set<PlantedBug> = []
+    #endif
+
     private func run() {
         self.now = self.kernel.now()
         while self.running {
@@ -360,11 +376,13 @@ final class RelayLoop<Kernel: RelayKernel>: RelayCommandTarget, @unchecked Senda
         }
     }
 
-    /// Whether either socket of `slot` holds bytes its peer has not acknowledged: asked only when a
-    /// connection is closed by l4lb (a timeout, the end of a drain), never per byte.
+    /// Whether bytes are still on their way through either socket of `slot`: sent and not yet
+    /// acknowledged by its peer, or arrived and not yet read by l4lb. Then a FIN would end a stream
+    /// short of what was sent, and look complete: the connection is reset instead. Asked only when
+    /// l4lb itself closes a connection (a timeout, the end of a drain), never per byte.
     private func hasUnacknowledgedBytes(slot: Int) -> Bool {
         [self.slots[slot].clientFD, self.slots[slot].backendFD].contains { fd in
-            fd >= 0 && self.kernel.unacknowledgedBytes(fd) > 0
+            fd >= 0 && (self.kernel.unacknowledgedBytes(fd) > 0 || self.kernel.unreadBytes(fd) > 0)
         }
     }
 
@@ -566,7 +584,14 @@ extension RelayLoop {
     /// registration id (`RelayToken`); it leaves epoll when it is closed. False if epoll refused it.
     func register(_ fd: Int32, slot: Int, side: RelayMachine.Side) -> Bool {
         self.lastRegistration = self.lastRegistration >= RelayToken.maximumRegistration ? 1 : self.lastRegistration + 1
-        let registration = self.lastRegistration
+        var registration = self.lastRegistration
+        #if DEBUG
+        if self.plantedBugs.contains(.retryKeepsRegistration), side == .backend,
+            self.slots[slot].backendRegistration != 0
+        {
+            registration = self.slots[slot].backendRegistration
+        }
+        #endif
         let result = self.kernel.control(
             poller: self.epoll,
             operation: EPOLL_CTL_ADD,

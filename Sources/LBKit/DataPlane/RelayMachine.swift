@@ -139,6 +139,9 @@ struct RelayMachine: Sendable {
     private var queued: (client: Bool, backend: Bool) = (false, false)
     private var writeShut: (client: Bool, backend: Bool) = (false, false)
     private var backendHasAnswered = false
+    /// A backend reset after taking the client's bytes: whatever follows, the client must not
+    /// get a FIN for an answer that never came.
+    private var backendResetBeforeAnswer = false
     /// Backends this client may try: `connectAttempts`, or more in panic mode (`allowAttempts`).
     private(set) var attemptLimit: Int
     /// The timer the loop runs for this connection.
@@ -203,7 +206,7 @@ struct RelayMachine: Sendable {
         case .proxyHeaderRefused:
             self.end(.close(.proxyHeaderInvalid), into: &actions)
         case .noBackendAvailable:
-            self.end(.close(.noBackend), into: &actions)
+            self.refuse(into: &actions)
         case .connected(let keptBytes):
             guard self.phase == .connecting else { preconditionFailure("connected while \(self.phase)") }
             let canRetry =
@@ -275,8 +278,15 @@ struct RelayMachine: Sendable {
             self.pickBackend(into: &actions)
             actions.start = .retryElsewhere
         } else {
-            self.end(.close(.noBackend), into: &actions)
+            self.refuse(into: &actions)
         }
+    }
+
+    /// No backend will take the client. A FIN tells a client that never reached one that it was
+    /// turned away; but once a backend took its bytes and reset, a FIN would read as a complete,
+    /// empty answer, so the client is reset.
+    private mutating func refuse(into actions: inout Actions) {
+        self.end(self.backendResetBeforeAnswer ? .abort(.noBackend) : .close(.noBackend), into: &actions)
     }
 
     private mutating func commitTrial(into actions: inout Actions) {
@@ -316,6 +326,7 @@ struct RelayMachine: Sendable {
                 // Accepted, then reset before a byte: a failed connect in all but name (a crashed
                 // process behind a listening socket, a full accept queue).
                 actions.health = .connectFailed(.reset)
+                self.backendResetBeforeAnswer = true
                 if self.phase == .trial {
                     self.pickBackend(into: &actions)
                     actions.start = .retryElsewhere

@@ -122,4 +122,8 @@ struct SystemKernel: RelayKernel {
     func unacknowledgedBytes(_ fd: Int32) -> Int {
         max(0, Int(l4lb_unacknowledged_bytes(fd)))
     }
+
+    func unreadBytes(_ fd: Int32) -> Int {
+        max(0, Int(l4lb_unread_bytes(fd)))
+    }
 }
