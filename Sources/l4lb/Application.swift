@@ -21,6 +21,9 @@ func buildApplication(_ settings: RunCommand.Settings, logger: Logger) throws(L4
     let catalog = PluginOptions.makeCatalog(directories: settings.pluginDirectories)
     let (policies, pluginFaults) = PluginOptions.makeRegistry(catalog: catalog, logger: logger)
     let router = Router(policy: try policies.makePolicy(settings.policy))
+    try router.setOwnListeners(
+        OwnListeners(settings.proxy.listen.compactMap { try? BackendResolver.resolveListen($0) })
+    )
     try router.setPool(settings.proxy.backends)
     if let spec = settings.shadowPolicy {
         let shadow: any LoadBalancingPolicy

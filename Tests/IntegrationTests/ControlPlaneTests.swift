@@ -26,6 +26,25 @@ struct ControlPlaneTests {
         }
     }
 
+    @Test("addServer of l4lb's own listen address is refused: the pool is unchanged and clients are still served")
+    func addServerOwnAddress() async throws {
+        try await withTestResources { r in
+            let redis = try await r.redis()
+            let backends = try await r.greeters(["a", "b"])
+            let proxy = try await r.l4lb(backends: [backends[0].spec], redis: redis)
+            let client = try redis.client()
+
+            let statistics = try #require(proxy.controlPlane?.statistics)
+            #expect(try client.publish("addServer", "127.0.0.1:\(proxy.port)") == 1)
+            #expect(await eventually { statistics.refusedMessages == 1 })
+            #expect(proxy.poolPorts == [backends[0].port])
+            #expect(try client.publish("addServer", "127.0.0.1:\(backends[1].port)") == 1)
+            #expect(await eventually { proxy.poolPorts == [backends[0].port, backends[1].port] })
+            let served = try (0..<4).map { _ in try BlockingClient.greeting(port: proxy.port) }
+            #expect(Set(served) == ["a", "b"])
+        }
+    }
+
     @Test("addServer with the object form carries weight and region")
     func addServerObject() async throws {
         try await withTestResources { r in

@@ -41,6 +41,14 @@ struct ExecutableTests {
             (["--log-level", "loud"], "--log-level: 'loud' is not one of"),
             (["--redis", "localhost:6379"], "expected redis://"),
             (["--redis-prefix", "blue"], "--redis-prefix needs --redis"),
+            (
+                ["--listen", "127.0.0.1:18099", "--backend", "127.0.0.1:18099"],
+                "backend 127.0.0.1:18099 is l4lb's own listen address 127.0.0.1:18099"
+            ),
+            (
+                ["--listen", "0.0.0.0:18098", "--backend", "127.0.0.1:18098"],
+                "backend 127.0.0.1:18098 is l4lb's own listen address"
+            ),
         ]
     )
     func badFlag(arguments: [String], expected: String) async throws {

@@ -85,8 +85,11 @@ public final class Router: Sendable {
         let unique = specs.filter { seen.insert($0.address).inserted }
         var resolved: [(BackendSpec, SocketAddress)] = []
         resolved.reserveCapacity(unique.count)
+        let own = self.ownListeners.withLockedValue { $0 }
         for spec in unique {
-            resolved.append((spec, try BackendResolver.resolve(spec.address)))
+            let address = try BackendResolver.resolve(spec.address)
+            try own.check(address, name: spec.address)
+            resolved.append((spec, address))
         }
         let pool = self.updateLock.withLock {
             let old = self.current.load(ordering: .acquiring)
@@ -122,6 +125,17 @@ public final class Router: Sendable {
             observer(pool)
         }
         return pool
+    }
+
+    private let ownListeners = NIOLockedValueBox(OwnListeners.none)
+
+    /// Tells the router where l4lb listens, so that no pool may contain those addresses; throws,
+    /// naming the first, if the pool in use has one (the addresses are kept either way).
+    public func setOwnListeners(_ listeners: OwnListeners) throws(L4LBError) {
+        self.ownListeners.withLockedValue { $0 = listeners }
+        for backend in self.pool.backends {
+            try listeners.check(backend.socketAddress, name: backend.address)
+        }
     }
 
     /// Installs `policy` for the next clients; open connections are not touched.
