@@ -5,6 +5,10 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The health checker on an `EmbeddedEventLoop`: its clock is the loop's, advanced by the test, and
 /// its probes are the test's. No socket, no sleep.
 @Suite("Health checker")
@@ -103,6 +107,41 @@ struct HealthCheckerTests {
         #expect(router.pool.backends[0].isRetired)  // one success of two
         loop.advanceTime(by: .seconds(1))
         #expect(!router.pool.backends[0].isRetired)
+        try loop.syncShutdownGracefully()
+    }
+
+    @Test("a probe that cannot get a socket (EMFILE, no free port) charges the backend nothing")
+    func localShortage() throws {
+        let loop = EmbeddedEventLoop()
+        let failure = NIOLockedValueBox<any Error>(IOError(errnoCode: EMFILE, reason: "socket"))
+        let probes = NIOLockedValueBox(0)
+        let router = Router(policy: FirstBackend())
+        try router.setPool([self.alive])
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let checker = HealthChecker(
+            router: router,
+            settings: HealthSettings(probeInterval: .seconds(1), checkInterval: .seconds(1), jitter: { $0 }),
+            loop: loop,
+            instance: "test",
+            logger: logger,
+            probe: { _, loop, _ in
+                probes.withLockedValue { $0 += 1 }
+                return loop.makeFailedFuture(failure.withLockedValue { $0 })
+            }
+        )
+        loop.run()
+        for code in [EMFILE, ENFILE, EADDRNOTAVAIL, EADDRINUSE] {
+            failure.withLockedValue { $0 = IOError(errnoCode: code, reason: "connect") }
+            loop.advanceTime(by: .seconds(5))
+        }
+        #expect(probes.withLockedValue { $0 } >= 15)
+        #expect(!router.pool.backends[0].isRetired)
+        // A refusal is the backend's own: --fall (3) of them retire it.
+        failure.withLockedValue { $0 = IOError(errnoCode: ECONNREFUSED, reason: "connect") }
+        loop.advanceTime(by: .seconds(3))
+        #expect(router.pool.backends[0].isRetired)
+        _ = checker
         try loop.syncShutdownGracefully()
     }
 

@@ -239,6 +239,20 @@ final class HealthCheckerCore {
                 case .success:
                     decision = entry.machine.probeSucceeded(at: now)
                     reason = "probe succeeded"
+                case .failure(let error) where Self.isLocalShortage(error):
+                    // l4lb could not open the probe's socket: nothing was learned of the backend, and
+                    // it is charged nothing. The probe runs again after the same interval.
+                    self.shortageLog.warning(
+                        self.logger,
+                        "health probe not run: \(Describe.error(error)); the backend is not charged",
+                        metadata: ["backend": "\(address)"]
+                    )
+                    let interval =
+                        entry.machine.state == .healthy
+                        ? (self.settings.checkInterval ?? entry.machine.probeInterval) : entry.machine.probeInterval
+                    entry.scheduled = self.schedule(probeOf: address, at: now + interval)
+                    self.entries[address] = entry
+                    return
                 case .failure(let error):
                     decision = entry.machine.probeFailed(at: now)
                     reason = "probe failed: \(Describe.error(error))"
@@ -246,6 +260,15 @@ final class HealthCheckerCore {
                 self.entries[address] = entry
                 self.apply(decision, to: address, reason: reason)
             }
+    }
+
+    private let shortageLog = RateLimitedLog()
+
+    /// Whether a probe failed for want of something of l4lb's own: descriptors, kernel memory or a
+    /// local port. The same errors on the relay are never charged to a backend either.
+    static func isLocalShortage(_ error: any Error) -> Bool {
+        guard let error = error as? IOError else { return false }
+        return [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL, EADDRINUSE, EAGAIN].contains(error.errnoCode)
     }
 
     /// Panic mode is on exactly while every backend of a non-empty pool is retired.
