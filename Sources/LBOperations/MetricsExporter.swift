@@ -121,6 +121,18 @@ public final class MetricsExporter: Sendable {
             [],
             server.acceptHandOvers
         )
+        counter(
+            "l4lb_backend_connect_no_free_port_total",
+            "Backend connects that found no free local port (l4lb's shortage; no backend is charged).",
+            [],
+            server.noFreePorts
+        )
+        counter(
+            "l4lb_relay_stale_events_total",
+            "epoll events dropped because their socket closed earlier in the same batch.",
+            [],
+            server.staleEvents
+        )
         if let closes = self.sources.closes {
             for reason in ConnectionCloseReason.allCases {
                 counter(
