@@ -63,11 +63,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(
         parsing: .unconditional,
         help: ArgumentHelp(
-            "Close a connection after this long with no traffic either way; 0 = never.",
+            "Close a connection after this long with no traffic either way (as nginx's proxy_timeout); 0 = never.",
             valueName: "duration"
         )
     )
-    var idleTimeout = DurationFlag("0")
+    var idleTimeout = DurationFlag("10m")
 
     @Option(
         parsing: .unconditional,

@@ -12,6 +12,14 @@ import Glibc
 /// The wiring itself (`buildApplication`, `Application`, `Reloader`): what the binary runs.
 @Suite("Application wiring")
 struct ApplicationTests {
+    @Test("by default a connection quiet for 10 minutes is closed; --idle-timeout 0 keeps it for ever")
+    func defaultIdleTimeout() throws {
+        let defaults = try RunCommand.parse(["--backend", "127.0.0.1:9"]).makeAllSettings()
+        #expect(defaults.proxy.idleTimeout == .minutes(10))
+        let never = try RunCommand.parse(["--backend", "127.0.0.1:9", "--idle-timeout", "0"]).makeAllSettings()
+        #expect(never.proxy.idleTimeout == nil)
+    }
+
     @Test("SIGHUP compares with the settings in force: a second reload of a changed policy rebuilds nothing")
     func reloadComparesWithSettingsInForce() async throws {
         try await withTestResources { r in
