@@ -214,7 +214,8 @@ final class SimulatedNetwork {
             proxyHeader
             ? Array("PROXY TCP4 198.51.100.\(index % 250 + 1) 203.0.113.1 \(20000 + index) 80\r\n".utf8) : []
         let client = Client(index: index, socket: socket, header: header, body: body, random: &self.random)
-        if socket.outboundCapacity < 1024, body.count > 4096 { client.readGap = 100_000 }
+        // A slow reader behind a tiny buffer would take minutes: tiny buffers get quick readers.
+        if socket.outboundCapacity < 1024 { client.readGap = min(client.readGap, 5_100_000) }
         client.resetAt = resetAt
         self.clients.append(client)
         self.at(time) {
