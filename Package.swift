@@ -205,7 +205,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PoliciesTests",
-            dependencies: ["LBKit", "Policies"]
+            dependencies: ["LBKit", "Policies", "FuzzSupport"]
         ),
         // End-to-end tests: real sockets on 127.0.0.1, the real wiring, and the l4lb binary itself.
         .testTarget(

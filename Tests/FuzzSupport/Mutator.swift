@@ -3,17 +3,11 @@
 /// a token that parsers trip on). Deterministic: a failing case names its seed and iteration, and is
 /// then added to the corpus as a regression test.
 public struct Mutator {
-    private var state: UInt64
+    private var random: SplitMix64
 
-    public init(seed: UInt64) { self.state = seed }
+    public init(seed: UInt64) { self.random = SplitMix64(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { self.random.next() }
 
     public mutating func below(_ bound: Int) -> Int { Int(self.next() % UInt64(max(bound, 1))) }
 

@@ -1,4 +1,5 @@
 import Dispatch
+import FuzzSupport
 import NIOConcurrencyHelpers
 import Testing
 
@@ -81,7 +82,7 @@ struct LeastConnectionsPolicyTests {
 
     @Test("on 1,000 backends with random loads and weights, every pick is the least loaded, as a full scan finds")
     func matchesFullScan() throws {
-        var generator = SplitMix(seed: 42)
+        var generator = SplitMix64(seed: 42)
         let weights = (0..<1_000).map { _ in Int(generator.next() % 5) + 1 }
         let policy = LeastConnectionsPolicy()
         let router = try makeRouter(weights: weights, policy: policy)
@@ -125,7 +126,7 @@ struct LeastConnectionsPolicyTests {
         "random opens, closes, retirements and exclusions over weights 1-256: every pick is the least loaded eligible"
     )
     func randomOperations() throws {
-        var generator = SplitMix(seed: 7)
+        var generator = SplitMix64(seed: 7)
         let count = 100
         let weights = (0..<count).map { _ in Int(generator.next() % 256) + 1 }
         let policy = LeastConnectionsPolicy()
@@ -194,20 +195,5 @@ struct LeastConnectionsPolicyTests {
             policy.connectionClosed(to: router.pool[0])
         }
         #expect(router.table.selector.pick(for: anyClient, excluding: .none) == 0)
-    }
-}
-
-/// A small deterministic generator, so that a failing case can be replayed.
-struct SplitMix {
-    var state: UInt64
-
-    init(seed: UInt64) { self.state = seed }
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

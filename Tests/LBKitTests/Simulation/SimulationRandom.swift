@@ -1,25 +1,4 @@
-/// The simulation's one source of randomness: SplitMix64, seeded, so that a seed replays exactly.
-struct SimulationRandom: RandomNumberGenerator {
-    private var state: UInt64
+import FuzzSupport
 
-    init(seed: UInt64) {
-        self.state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// True with probability `rate` (0...1).
-    mutating func chance(_ rate: Double) -> Bool {
-        rate > 0 && Double(self.next() >> 11) / Double(1 << 53) < rate
-    }
-
-    mutating func int(_ range: ClosedRange<Int>) -> Int {
-        Int.random(in: range, using: &self)
-    }
-}
+/// The simulation's one source of randomness, seeded, so that a seed replays exactly.
+typealias SimulationRandom = SplitMix64
