@@ -20,6 +20,9 @@ public enum PoolDocument {
         } catch {
             throw L4LBError(.invalidBackend, "serverPool is not valid JSON")
         }
+        if let key = JSONDuplicateKeys.first(in: text) {
+            throw L4LBError(.invalidBackend, "serverPool names '\(key.prefix(64))' twice in one entry")
+        }
         var specs: [BackendSpec] = []
         for (index, entry) in entries.enumerated() {
             do {
@@ -35,7 +38,11 @@ public enum PoolDocument {
     /// One entry, as the `addServer` payload's object form: `{"address": ..., "weight": ..., "region": ...}`.
     public static func decodeEntryObject(_ text: String) throws(L4LBError) -> BackendSpec {
         do {
-            return try JSONDecoder().decode(ObjectEntry.self, from: Data(text.utf8)).spec()
+            let spec = try JSONDecoder().decode(ObjectEntry.self, from: Data(text.utf8)).spec()
+            if let key = JSONDuplicateKeys.first(in: text) {
+                throw L4LBError(.invalidBackend, "'\(key.prefix(64))' is given twice")
+            }
+            return spec
         } catch let error as L4LBError {
             throw error
         } catch let error as DecodingError {

@@ -16,6 +16,7 @@ struct ExecutableTests {
             (["--backend", "::1:80"], "write IPv6 addresses in brackets"),
             (["--backend", "127.0.0.1:80,weight=0"], "weight '0' is not a whole number in 1-256"),
             (["--backend", "127.0.0.1:80,colour=red"], "unknown attribute 'colour'"),
+            (["--backend", "127.0.0.1:80,weight=2,weight=3"], "'weight' is given twice"),
             (["--listen", "nonsense"], "expected host:port"),
             (
                 ["--policy", "fastest"],

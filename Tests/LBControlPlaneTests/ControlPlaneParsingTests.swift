@@ -54,6 +54,42 @@ struct ControlPlaneParsingTests {
         #expect(throws: L4LBError.self) { try PoolDocument.decode(text) }
     }
 
+    @Test(
+        "a key given twice is refused in every form, with one line naming it",
+        arguments: [
+            (
+                ControlChannel.addServer, #"{"address":"127.0.0.1:2","weight":1,"weight":500}"#,
+                "'weight' is given twice"
+            ),
+            (.addServer, #"{"address":"127.0.0.1:2","address":"127.0.0.1:3"}"#, "'address' is given twice"),
+            (.addServer, #"{"address":"127.0.0.1:2","w\u0065ight":1,"weight":2}"#, "'weight' is given twice"),
+            (.addServer, "127.0.0.1:2,weight=2,weight=3", "'weight' is given twice"),
+            (.addServer, "127.0.0.1:2,region=EU,region=US", "'region' is given twice"),
+        ]
+    )
+    func duplicateKeys(channel: ControlChannel, payload: String, expected: String) {
+        do throws(L4LBError) {
+            let message = try ControlMessage(channel: channel, payload: payload)
+            Issue.record("accepted: \(message)")
+        } catch {
+            #expect(error.message.contains(expected), "got: \(error.message)")
+            #expect(!error.message.contains("\n"))
+        }
+    }
+
+    @Test("a serverPool entry that names a key twice is refused; the same key in two entries is not")
+    func duplicateKeysInPool() throws {
+        #expect(throws: L4LBError.self) {
+            try PoolDocument.decode(#"[{"address":"127.0.0.1:2","weight":1,"weight":9}]"#)
+        }
+        let specs = try PoolDocument.decode(
+            #"[{"address":"127.0.0.1:2","weight":3},{"address":"127.0.0.1:3","weight":4}]"#
+        )
+        #expect(specs.map(\.weight) == [3, 4])
+        #expect(JSONDuplicateKeys.first(in: #"{"a":{"b":1,"c":[{"b":2},{"b":3}]},"b":"{\"a\":1}"}"#) == nil)
+        #expect(JSONDuplicateKeys.first(in: #"{"a":{"b":1,"b":2}}"#) == "b")
+    }
+
     @Test("messages decode and apply idempotently")
     func messages() throws {
         let a = BackendSpec(address: HostAndPort(host: "127.0.0.1", port: 1))

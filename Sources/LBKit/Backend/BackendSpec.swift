@@ -23,10 +23,15 @@ public struct BackendSpec: Hashable, Sendable, CustomStringConvertible {
         self.address = try HostAndPort(parsing: parts[0])
         self.weight = 1
         self.region = nil
+        var seen: Set<String> = []
         for attribute in parts.dropFirst() {
             let pair = attribute.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(pair[0]).trimmingASCIIWhitespace()
             let value = pair.count == 2 ? String(pair[1]).trimmingASCIIWhitespace() : ""
+            guard seen.insert(key).inserted else {
+                // Which one was meant is a guess; other readers of the same text may guess otherwise.
+                throw L4LBError(.invalidBackend, "invalid backend '\(text)': '\(key)' is given twice")
+            }
             switch key {
             case "weight":
                 self.weight = try Self.validatedWeight(Int(value), text: value, backend: text)
