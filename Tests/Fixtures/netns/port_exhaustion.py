@@ -2,6 +2,7 @@
 connects: l4lb with one backend, and more clients than ports. Prints one JSON line with what the
 clients saw and what l4lb logged. Used by PortExhaustionTests; every wait is bounded."""
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 
 l4lb = sys.argv[1]
-subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "link", "set", "lo", "up"], check=True)
 with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
     f.write("40000 40003")
 

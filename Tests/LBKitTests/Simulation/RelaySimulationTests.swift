@@ -21,7 +21,8 @@ struct RelaySimulationTests {
         return stride(from: first, to: first + count, by: Int(size)).map { $0...min($0 + size - 1, first + count - 1) }
     }()
 
-    @Test("every invariant holds after every step of every seed", arguments: Self.batches)
+    // Serialized: one core for the simulation, so that the suite's real-socket tests keep the other.
+    @Test("every invariant holds after every step of every seed", .serialized, arguments: Self.batches)
     func seeds(_ seeds: ClosedRange<UInt64>) {
         var failures = 0
         for seed in seeds {
