@@ -7,17 +7,23 @@ import NIOPosix
 /// loop holds two). One `addServer` of the wrong port would take the balancer down.
 public struct OwnListeners: Sendable {
     private let addresses: [SocketAddress]
+    /// The machine's own IP addresses, read once here (not once per backend of a large pool), and
+    /// only when a wildcard listener makes them matter.
+    private let localIPs: Set<String>
 
     public init(_ addresses: [SocketAddress]) {
         // Port 0 ("any port") cannot match a backend; the bound port replaces it once known.
         self.addresses = addresses.filter { ($0.port ?? 0) != 0 }
+        let wildcard = self.addresses.contains { $0.ipAddress == "0.0.0.0" || $0.ipAddress == "::" }
+        let devices = wildcard ? ((try? System.enumerateDevices()) ?? []) : []
+        self.localIPs = Set(devices.compactMap { $0.address?.ipAddress })
     }
 
     public static let none = OwnListeners([])
 
     /// The listen address that `backend` would loop into, if any.
     public func clash(with backend: SocketAddress) -> SocketAddress? {
-        self.addresses.first { Self.loops(backend, into: $0) }
+        self.addresses.first { self.loops(backend, into: $0) }
     }
 
     /// Throws the one-line refusal if `backend` (named `name` in the error) is one of these addresses.
@@ -29,19 +35,14 @@ public struct OwnListeners: Sendable {
         )
     }
 
-    static func loops(_ backend: SocketAddress, into listener: SocketAddress) -> Bool {
+    private func loops(_ backend: SocketAddress, into listener: SocketAddress) -> Bool {
         guard let port = listener.port, port != 0, backend.port == port,
             let backendIP = backend.ipAddress, let listenerIP = listener.ipAddress
         else { return false }
         if backendIP == listenerIP { return true }
         // A wildcard listener is reached at every local address.
         guard listenerIP == "0.0.0.0" || listenerIP == "::" else { return false }
-        return Self.isLocal(backendIP)
-    }
-
-    private static func isLocal(_ ip: String) -> Bool {
-        if ip.hasPrefix("127.") || ip == "::1" || ip == "0.0.0.0" || ip == "::" { return true }
-        let devices = (try? System.enumerateDevices()) ?? []
-        return devices.contains { $0.address?.ipAddress == ip }
+        return backendIP.hasPrefix("127.") || backendIP == "::1" || backendIP == "0.0.0.0" || backendIP == "::"
+            || self.localIPs.contains(backendIP)
     }
 }

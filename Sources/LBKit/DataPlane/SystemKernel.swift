@@ -7,8 +7,6 @@ import Glibc
 /// The relay's system calls as the kernel makes them. Each reads `errno` once, right after its call,
 /// with nothing between them that could change it.
 struct SystemKernel: RelayKernel {
-    private static let streamFlags = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
-
     @inline(__always)
     func now() -> UInt64 {
         var time = timespec()
@@ -63,7 +61,7 @@ struct SystemKernel: RelayKernel {
 
     @inline(__always)
     func makeStreamSocket(family: Int32) -> Int32 {
-        let fd = socket(family, Self.streamFlags, 0)
+        let fd = socket(family, SocketCalls.streamFlags, 0)
         guard fd >= 0 else { return -errno }
         var one: Int32 = 1
         // Best effort: a socket without them still relays correctly.
