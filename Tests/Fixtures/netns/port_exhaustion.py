@@ -36,6 +36,15 @@ def serve():
 
 threading.Thread(target=serve, daemon=True).start()
 
+
+def close_held():
+    """The backend closes every connection it holds."""
+    with lock:
+        for connection in held:
+            connection.close()
+        held.clear()
+
+
 proxy = subprocess.Popen(
     [l4lb, "--listen", "127.0.0.1:8080", "--backend", "127.0.0.1:9000", "--threads", "1",
      "--retire-after", "1", "--log-level", "info"],
@@ -83,10 +92,7 @@ while time.time() < deadline:
         if held:
             break
     time.sleep(0.01)
-with lock:
-    for connection in held:
-        connection.close()
-    held.clear()
+close_held()
 time.sleep(0.2)
 
 first = [connect(i) for i in range(4)]
@@ -97,10 +103,7 @@ for c in more:
     if c is not None:
         c.close()
 # The backend ends its connections first, so that l4lb's side does not wait in TIME_WAIT.
-with lock:
-    for connection in held:
-        connection.close()
-    held.clear()
+close_held()
 for c in first:
     if c is not None:
         try:
@@ -113,9 +116,7 @@ after = connect(30)
 served_after = greeted(after)
 if after is not None:
     after.close()
-with lock:
-    for connection in held:
-        connection.close()
+close_held()
 proxy.terminate()
 proxy.wait(timeout=15)
 print(json.dumps({"served_first": served_first, "refused": refused, "served_after": served_after, "log": log}))
